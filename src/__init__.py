@@ -1,0 +1,1 @@
+"""Rakuten France product-type classifier: data, models, serving and monitoring."""

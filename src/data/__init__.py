@@ -1,0 +1,1 @@
+"""Data steps: synthetic generation, ingest from the hub, contract, dataset building."""

@@ -1,0 +1,1 @@
+"""Feature code: pure transformations of products (text cleaning, image loading)."""

@@ -1,0 +1,1 @@
+"""Model code: the branches, their fusion and evaluation."""
