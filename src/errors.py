@@ -1,0 +1,11 @@
+"""Project errors: expected failures that the CLI reports in one line, without a traceback."""
+
+from __future__ import annotations
+
+
+class RakutenError(Exception):
+    """An expected failure whose message tells the user what went wrong and what to do."""
+
+
+class DataSourceError(RakutenError):
+    """The data source cannot be read: hub unreachable, repo or revision missing, files absent."""
