@@ -27,6 +27,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from src.data.classes import PRDTYPECODES, TRAIN_COUNTS
+from src.data.layout import IMAGE_ZIPS, X_COLUMNS, X_TEST_FILE, X_TRAIN_FILE, Y_TRAIN_FILE
 from src.data.synth_vocabulary import (
     CLASS_WORDS,
     FAMILY_WORDS,
@@ -41,11 +42,6 @@ from src.errors import RakutenError
 
 logger = logging.getLogger(__name__)
 
-X_TRAIN: Final = "X_train_update.csv"
-Y_TRAIN: Final = "Y_train_CVw08PX.csv"
-X_TEST: Final = "X_test_update.csv"
-IMAGES_ZIP: Final = "images_low.zip"
-X_COLUMNS: Final = ("designation", "description", "productid", "imageid")
 
 CHUNK_ROWS: Final = 256
 _SPLITS: Final = ("train", "test")
@@ -401,10 +397,12 @@ def synthesize(
     written = missing = corrupt = 0
     try:
         with (
-            (staging / X_TRAIN).open("w", encoding="utf-8", newline="") as x_train,
-            (staging / Y_TRAIN).open("w", encoding="utf-8", newline="") as y_train,
-            (staging / X_TEST).open("w", encoding="utf-8", newline="") as x_test,
-            zipfile.ZipFile(staging / IMAGES_ZIP, "w") if images_zip else nullcontext() as archive,
+            (staging / X_TRAIN_FILE).open("w", encoding="utf-8", newline="") as x_train,
+            (staging / Y_TRAIN_FILE).open("w", encoding="utf-8", newline="") as y_train,
+            (staging / X_TEST_FILE).open("w", encoding="utf-8", newline="") as x_test,
+            zipfile.ZipFile(staging / IMAGE_ZIPS[0], "w")
+            if images_zip
+            else nullcontext() as zipped,
             tqdm(total=rows + test_rows, unit="rows", desc="synth", disable=None) as progress,
         ):
             x_writers = [csv.writer(f, lineterminator="\n") for f in (x_train, x_test)]
@@ -430,8 +428,8 @@ def synthesize(
                         continue
                     name = f"image_{split_name}/image_{row.imageid}_product_{row.productid}.jpg"
                     (staging / "images" / name).write_bytes(row.image)
-                    if archive is not None:
-                        _zip_entry(archive, f"images/{name}", row.image)
+                    if zipped is not None:
+                        _zip_entry(zipped, f"images/{name}", row.image)
                     written += 1
                     corrupt += row.image_corrupt
                 progress.update(len(made))

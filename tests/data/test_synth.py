@@ -19,7 +19,10 @@ from typer.testing import CliRunner
 from src.cli import app
 from src.data import synth
 from src.data.classes import PRDTYPECODES, TRAIN_COUNTS
-from src.data.synth import X_TEST, X_TRAIN, Y_TRAIN, class_allocation, synthesize
+from src.data.layout import X_TEST_FILE as X_TEST
+from src.data.layout import X_TRAIN_FILE as X_TRAIN
+from src.data.layout import Y_TRAIN_FILE as Y_TRAIN
+from src.data.synth import class_allocation, synthesize
 from src.errors import RakutenError
 
 IMAGE_NAME = re.compile(r"^image_(\d+)_product_(\d+)\.jpg$")
