@@ -1,0 +1,537 @@
+"""Ingest: turn a data source into a versioned raw snapshot (data/raw) with a manifest.
+
+Whatever the source, the snapshot has one layout: the three CSVs at the top and the photos under
+`images/image_train/` and `images/image_test/`. `MANIFEST.json` records where it came from (hub
+commit, local path or synthetic parameters, and the sha256 of each file taken from the source)
+and what it holds (sha256 and size of each CSV; count, bytes and digest of each photo folder).
+The version id is the sha256 of what it holds, so the same bytes get the same version wherever
+they came from; later steps record it.
+
+A snapshot is built in a sibling folder and swapped in by renames, so a reader finds the old
+snapshot or the new one, never a mix; a run killed between the two renames leaves the old one
+aside and the next run puts it back. Photos of a local source are copied, not hard-linked: a link
+shares the source's inode, so an edit of the source in place would silently change the snapshot
+under its manifest, and every byte has to be read for its digest anyway.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import glob
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, Final, NamedTuple, TypeVar
+
+from tqdm import tqdm
+
+from src.config import DataSource, HubSource, LocalSource, Params, SyntheticSource
+from src.data import hub
+from src.data.layout import IMAGE_SETS, IMAGE_ZIPS, IMAGES_DIR, MANIFEST_FILE, TEXT_FILES
+from src.errors import DataSourceError, RakutenError
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_FORMAT: Final = 1
+
+# A photo in the images zip, in either layout seen; `__MACOSX/...` and other entries do not match.
+_ZIP_PHOTO: Final = re.compile(r"^(?:images/)?(image_train|image_test)/([^/]+)$")
+_COMMIT: Final = re.compile(r"^[0-9a-f]{40}$")
+_CHUNK: Final = 1 << 20
+_BAR_MIN_BYTES: Final = 64 << 20
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+Manifest = dict[str, Any]
+
+
+class _Blob(NamedTuple):
+    sha256: str
+    size: int
+
+
+class _Photo(NamedTuple):
+    image_set: str
+    name: str
+    blob: _Blob
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """A source's files on this machine: the CSVs and the photos, zipped or unpacked."""
+
+    text: dict[str, Path]
+    images_zip: Path | None
+    image_dirs: dict[str, Path]
+
+
+class _StoppedError(Exception):
+    """A worker gave up because another one failed."""
+
+
+def ingest(source: DataSource, out_dir: Path, params: Params) -> dict[str, Any]:
+    """Make `out_dir` a raw snapshot of `source`; an unchanged source writes nothing."""
+    out_dir = out_dir.absolute()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(out_dir):
+        _recover(out_dir)
+        _check_replaceable(out_dir)
+        current = _current_manifest(out_dir)
+        match source:
+            case HubSource():
+                manifest, changed = _ingest_hub(source, out_dir, current)
+            case LocalSource():
+                manifest, changed = _ingest_local(source, out_dir, current)
+            case SyntheticSource():
+                manifest, changed = _ingest_synthetic(params, out_dir, current)
+    if not changed:
+        logger.info("raw snapshot %s is up to date (version %s)", out_dir, manifest["version"])
+    return {
+        "out": str(out_dir),
+        "version": manifest["version"],
+        "changed": changed,
+        "source": {k: v for k, v in manifest["source"].items() if k != "files"},
+        "images": {name: manifest["images"][name]["count"] for name in IMAGE_SETS},
+    }
+
+
+def read_manifest(out_dir: Path) -> Manifest:
+    """The manifest of the raw snapshot in `out_dir` (DataSourceError when there is none)."""
+    path = out_dir / MANIFEST_FILE
+    try:
+        manifest: Manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataSourceError(
+            f"{out_dir} is not a raw snapshot: run `rakuten data ingest`"
+        ) from None
+    return manifest
+
+
+def _ingest_hub(source: HubSource, out: Path, current: Manifest | None) -> tuple[Manifest, bool]:
+    """Download the repo's files at the resolved commit (hub cache) and build a snapshot."""
+    pinned = _COMMIT.match(source.revision) is not None
+    if current is not None and pinned and _is_hub_commit(current, source.repo_id, source.revision):
+        return current, False  # a commit never changes: no need to ask the hub
+    revision = hub.resolve(source)
+    if current is not None and _is_hub_commit(current, source.repo_id, revision.commit):
+        return current, False
+    missing = [name for name in TEXT_FILES if name not in revision.files]
+    if missing:
+        raise DataSourceError(
+            f"{source.repo_id}@{source.revision} lacks {', '.join(missing)}; {hub.ALTERNATIVES}"
+        )
+    images_zip = next((name for name in IMAGE_ZIPS if name in revision.files), None)
+    names = [*TEXT_FILES, *([images_zip] if images_zip else [])]
+    paths = {name: hub.download(revision, name) for name in names}
+    fetched = {name: _hash_file(path) for name, path in paths.items()}
+    for name, blob in fetched.items():
+        expected = revision.files[name].sha256
+        if expected is not None and expected != blob.sha256:
+            raise DataSourceError(
+                f"{name} from the hub cache does not match the hub's sha256 ({paths[name]}); "
+                "delete that file from the cache and run again"
+            )
+    provenance = {
+        "kind": "hub",
+        "endpoint": hub.endpoint(),
+        "repo_id": source.repo_id,
+        "repo_type": hub.REPO_TYPE,
+        "revision": source.revision,
+        "commit": revision.commit,
+        "files": {name: blob._asdict() for name, blob in fetched.items()},
+    }
+    inputs = _Inputs(
+        text={name: paths[name] for name in TEXT_FILES},
+        images_zip=paths[images_zip] if images_zip else None,
+        image_dirs={},
+    )
+    return _build(out, provenance, lambda tmp: _materialise(inputs, tmp)), True
+
+
+def _ingest_local(
+    source: LocalSource, out: Path, current: Manifest | None
+) -> tuple[Manifest, bool]:
+    """Copy a local directory in the hub's layout; skipped when its content hashes are unchanged."""
+    inputs = _find_inputs(source.path)
+    files = {name: _hash_file(path)._asdict() for name, path in inputs.text.items()}
+    if inputs.images_zip is not None:
+        files[inputs.images_zip.name] = _hash_file(inputs.images_zip)._asdict()
+    photos = _summarise(_hash_photos(inputs.image_dirs))
+    for image_set, folder in inputs.image_dirs.items():
+        files[folder.relative_to(source.path).as_posix()] = photos[image_set]
+    provenance = {"kind": "local", "path": str(source.path.resolve()), "files": files}
+    if current is not None and current["source"] == provenance:
+        return current, False
+    return _build(out, provenance, lambda tmp: _materialise(inputs, tmp)), True
+
+
+def _ingest_synthetic(params: Params, out: Path, current: Manifest | None) -> tuple[Manifest, bool]:
+    """Generate data with the params' `synthetic` block; skipped when the block is unchanged."""
+    from src.data.synth import synthesize
+
+    settings = params.synthetic
+    provenance = {"kind": "synthetic", "params": settings.model_dump()}
+    if current is not None and current["source"] == provenance:
+        return current, False
+
+    def generate(tmp: Path) -> Manifest:
+        generated = tmp / "synthetic"
+        synthesize(
+            generated,
+            rows=settings.rows,
+            test_rows=settings.test_rows,
+            images=settings.images,
+            image_size=settings.image_size,
+            seed=settings.seed,
+        )
+        for entry in generated.iterdir():
+            entry.rename(tmp / entry.name)
+        generated.rmdir()
+        for image_set in IMAGE_SETS:
+            (tmp / IMAGES_DIR / image_set).mkdir(parents=True, exist_ok=True)
+        photos = _hash_photos({s: tmp / IMAGES_DIR / s for s in IMAGE_SETS})
+        return {
+            "files": {name: _hash_file(tmp / name)._asdict() for name in TEXT_FILES},
+            "images": _summarise(photos),
+        }
+
+    return _build(out, provenance, generate), True
+
+
+def _find_inputs(root: Path) -> _Inputs:
+    """Find the CSVs and the photos (a zip, else `images/image_*` or `image_*` folders)."""
+    missing = [name for name in TEXT_FILES if not (root / name).is_file()]
+    if missing:
+        raise DataSourceError(f"{root} lacks {', '.join(missing)} (expected the hub's layout)")
+    text = {name: root / name for name in TEXT_FILES}
+    images_zip = next((root / name for name in IMAGE_ZIPS if (root / name).is_file()), None)
+    if images_zip is not None:
+        return _Inputs(text, images_zip, {})
+    found = {
+        image_set: next(
+            (d for d in (root / IMAGES_DIR / image_set, root / image_set) if d.is_dir()), None
+        )
+        for image_set in IMAGE_SETS
+    }
+    dirs = {image_set: folder for image_set, folder in found.items() if folder is not None}
+    return _Inputs(text, None, dirs)
+
+
+def _materialise(inputs: _Inputs, tmp: Path) -> Manifest:
+    """Copy the CSVs and unpack or copy the photos into `tmp`; the content part of a manifest."""
+    files = {name: _copy_file(path, tmp / name)._asdict() for name, path in inputs.text.items()}
+    for image_set in IMAGE_SETS:
+        (tmp / IMAGES_DIR / image_set).mkdir(parents=True)
+    if inputs.images_zip is not None:
+        photos = _unpack_zip(inputs.images_zip, tmp / IMAGES_DIR)
+    else:
+        photos = _copy_photos(inputs.image_dirs, tmp / IMAGES_DIR)
+    if not photos:
+        logger.warning("the source holds no product photos; the snapshot has text only")
+    return {"files": files, "images": _summarise(photos)}
+
+
+def _unpack_zip(path: Path, images: Path) -> list[_Photo]:
+    """Unpack the photos of an images zip (either layout) under `images/<set>/`."""
+    members = _zip_photos(path)
+
+    def unpack(part: Sequence[tuple[str, str, str]], tick: Callable[[], None]) -> list[_Photo]:
+        done = []
+        with zipfile.ZipFile(path) as archive:
+            for member, image_set, name in part:
+                with archive.open(member) as source:
+                    blob = _copy_stream(source, images / image_set / name)
+                done.append(_Photo(image_set, name, blob))
+                tick()
+        return done
+
+    try:
+        return _in_threads(members, unpack, f"unpacking {path.name}")
+    except (zipfile.BadZipFile, EOFError) as error:
+        raise DataSourceError(f"{path} is corrupt ({error})") from error
+
+
+def _zip_photos(path: Path) -> list[tuple[str, str, str]]:
+    """The photos in an images zip as (member, set, file name); other entries are skipped."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+    except zipfile.BadZipFile as error:
+        raise DataSourceError(f"{path} is not a readable zip ({error})") from error
+    found: dict[tuple[str, str], str] = {}
+    for info in infos:
+        match = _ZIP_PHOTO.match(info.filename)
+        if info.is_dir() or match is None or match[2].startswith("."):
+            continue
+        key = (match[1], match[2])
+        if key in found:
+            raise DataSourceError(
+                f"{path} holds {key[0]}/{key[1]} twice ({found[key]}, {info.filename})"
+            )
+        found[key] = info.filename
+    return [(member, image_set, name) for (image_set, name), member in found.items()]
+
+
+def _copy_photos(dirs: dict[str, Path], images: Path) -> list[_Photo]:
+    """Copy unpacked photo folders under `images/<set>/`, hashing the bytes as they pass."""
+
+    def copy(part: Sequence[tuple[str, Path]], tick: Callable[[], None]) -> list[_Photo]:
+        done = []
+        for image_set, source in part:
+            done.append(
+                _Photo(image_set, source.name, _copy_file(source, images / image_set / source.name))
+            )
+            tick()
+        return done
+
+    return _in_threads(_list_photos(dirs), copy, "copying photos")
+
+
+def _hash_photos(dirs: dict[str, Path]) -> list[_Photo]:
+    """Hash photo folders in place."""
+
+    def digest(part: Sequence[tuple[str, Path]], tick: Callable[[], None]) -> list[_Photo]:
+        done = []
+        for image_set, path in part:
+            with path.open("rb") as source:
+                done.append(_Photo(image_set, path.name, _hash_stream(source)))
+            tick()
+        return done
+
+    return _in_threads(_list_photos(dirs), digest, "hashing photos")
+
+
+def _list_photos(dirs: dict[str, Path]) -> list[tuple[str, Path]]:
+    """The files of photo folders, as (set, path); hidden files are skipped."""
+    return [
+        (image_set, Path(entry.path))
+        for image_set, folder in dirs.items()
+        for entry in os.scandir(folder)
+        if entry.is_file() and not entry.name.startswith(".")
+    ]
+
+
+def _summarise(photos: list[_Photo]) -> dict[str, dict[str, Any]]:
+    """Count, bytes and digest (sha256 of the sorted `name sha256` lines) of each photo set."""
+    summary = {}
+    for image_set in IMAGE_SETS:
+        chosen = sorted((p.name, p.blob) for p in photos if p.image_set == image_set)
+        listing = "".join(f"{name} {blob.sha256}\n" for name, blob in chosen)
+        summary[image_set] = {
+            "count": len(chosen),
+            "bytes": sum(blob.size for _, blob in chosen),
+            "sha256": hashlib.sha256(listing.encode()).hexdigest(),
+        }
+    return summary
+
+
+def _in_threads(
+    items: Sequence[_T],
+    work: Callable[[Sequence[_T], Callable[[], None]], list[_R]],
+    desc: str,
+) -> list[_R]:
+    """Run `work` on slices of `items` in threads, with one progress bar; a failure stops all."""
+    if not items:
+        return []
+    workers = min(_workers(), len(items))
+    step = -(-len(items) // workers)
+    parts = [items[start : start + step] for start in range(0, len(items), step)]
+    lock = threading.Lock()
+    failed = threading.Event()
+    with tqdm(total=len(items), desc=desc, unit="file", disable=None) as bar:
+
+        def tick() -> None:
+            if failed.is_set():
+                raise _StoppedError
+            with lock:
+                bar.update()
+
+        with ThreadPoolExecutor(workers) as pool:
+            futures = [pool.submit(work, part, tick) for part in parts]
+            try:
+                wait(futures, return_when=FIRST_EXCEPTION)
+            finally:
+                failed.set()
+    for future in futures:
+        error = future.exception()
+        if error is not None and not isinstance(error, _StoppedError):
+            raise error
+    return [result for future in futures for result in future.result()]
+
+
+def _workers() -> int:
+    """Threads for copying and hashing: I/O and hashlib release the GIL."""
+    # More would not help (the disk is the limit) and each zip reader holds the zip's index
+    # (~80 MB for the full images zip).
+    return min(4, os.cpu_count() or 1)
+
+
+def _hash_file(path: Path) -> _Blob:
+    """sha256 and size of one file, with a progress bar when it is large."""
+    size = path.stat().st_size
+    with (
+        path.open("rb") as source,
+        tqdm(
+            total=size,
+            desc=f"hashing {path.name}",
+            unit="B",
+            unit_scale=True,
+            disable=None if size >= _BAR_MIN_BYTES else True,
+            leave=False,
+        ) as bar,
+    ):
+        digest = hashlib.sha256()
+        while chunk := source.read(_CHUNK):
+            digest.update(chunk)
+            bar.update(len(chunk))
+    return _Blob(digest.hexdigest(), size)
+
+
+def _hash_stream(source: IO[bytes]) -> _Blob:
+    """sha256 and size of a stream read to its end."""
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := source.read(_CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+    return _Blob(digest.hexdigest(), size)
+
+
+def _copy_file(source: Path, dest: Path) -> _Blob:
+    """Copy one file, hashing it on the way."""
+    with source.open("rb") as stream:
+        return _copy_stream(stream, dest)
+
+
+def _copy_stream(source: IO[bytes], dest: Path) -> _Blob:
+    """Write a stream to a new file, hashing it on the way."""
+    digest = hashlib.sha256()
+    size = 0
+    with dest.open("xb") as out:
+        while chunk := source.read(_CHUNK):
+            digest.update(chunk)
+            out.write(chunk)
+            size += len(chunk)
+    return _Blob(digest.hexdigest(), size)
+
+
+def _build(out: Path, provenance: Manifest, fill: Callable[[Path], Manifest]) -> Manifest:
+    """Fill a sibling folder, write its manifest last, then swap it in for `out`."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
+    try:
+        tmp.chmod(0o755)
+        content = fill(tmp)
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "version": _version(content),
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "source": provenance,
+            **content,
+        }
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        _publish(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info(
+        "raw snapshot %s written to %s (%s)",
+        manifest["version"],
+        out,
+        ", ".join(f"{s}: {manifest['images'][s]['count']} photos" for s in IMAGE_SETS),
+    )
+    return manifest
+
+
+def _version(content: Manifest) -> str:
+    """The version id: sha256 of the snapshot's content description in canonical JSON."""
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Replace `out` by the finished `tmp` with two renames; the old one is removed after."""
+    if not out.exists():
+        tmp.rename(out)
+        return
+    old = out.with_name(tmp.name.replace(".tmp-", ".old-", 1))
+    out.rename(old)
+    try:
+        tmp.rename(out)
+    except BaseException:
+        old.rename(out)
+        raise
+    shutil.rmtree(old)
+
+
+def _recover(out: Path) -> None:
+    """Clean up after killed runs: drop unfinished builds, put back a snapshot left aside."""
+    for stale in out.parent.glob(f"{glob.escape(out.name)}.tmp-*"):
+        logger.warning("removing %s, left by an interrupted ingest", stale)
+        shutil.rmtree(stale)
+    for old in sorted(out.parent.glob(f"{glob.escape(out.name)}.old-*")):
+        if out.exists():
+            shutil.rmtree(old)
+        else:
+            logger.warning("restoring %s, left aside by an interrupted ingest", out)
+            old.rename(out)
+
+
+def _check_replaceable(out: Path) -> None:
+    """Refuse to replace anything but a raw snapshot or an empty folder."""
+    if out.exists() and (
+        not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST_FILE).is_file())
+    ):
+        raise RakutenError(
+            f"{out} exists and is not a raw snapshot (no {MANIFEST_FILE}); "
+            "move it away or pick --out"
+        )
+
+
+def _current_manifest(out: Path) -> Manifest | None:
+    """The snapshot's manifest if it is readable, of this format and matches the files on disk."""
+    try:
+        manifest = read_manifest(out)
+        if manifest.get("format") != MANIFEST_FORMAT:
+            return None
+        for name, blob in manifest["files"].items():
+            if (out / name).stat().st_size != blob["size"]:
+                return None
+        for image_set, summary in manifest["images"].items():
+            if len(_list_photos({image_set: out / IMAGES_DIR / image_set})) != summary["count"]:
+                return None
+    except (DataSourceError, ValueError, KeyError, TypeError, OSError):
+        return None
+    return manifest
+
+
+def _is_hub_commit(manifest: Manifest, repo_id: str, commit: str) -> bool:
+    """Whether a manifest's snapshot was made from this hub repo at this commit."""
+    source = manifest["source"]
+    return bool(
+        source.get("kind") == "hub"
+        and source.get("repo_id") == repo_id
+        and source.get("commit") == commit
+    )
+
+
+@contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `out` for this process (a second ingest fails at once)."""
+    with (out.parent / f".{out.name}.lock").open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RakutenError(f"another ingest is writing {out}; wait for it to end") from None
+        yield
