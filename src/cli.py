@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from src.config import get_settings, load_params
+from src.config import get_settings, load_params, parse_data_source
 from src.errors import RakutenError
 
 logger = logging.getLogger(__name__)
@@ -78,3 +78,79 @@ def data_synth(
         overwrite=overwrite,
     )
     typer.echo(json.dumps(asdict(summary)))
+
+
+def _data_source(value: str | None) -> str | None:
+    """Check `--source` early, so that a typo is a usage error."""
+    if value is not None:
+        try:
+            parse_data_source(value)
+        except ValueError as error:
+            raise typer.BadParameter(str(error)) from None
+    return value
+
+
+@data_app.command("ingest")
+def data_ingest(
+    source: str = typer.Option(
+        None,
+        callback=_data_source,
+        help="hf | hf://OWNER/REPO@REVISION | DIR | synthetic (default: RAKUTEN_DATA_SOURCE).",
+    ),
+    out: Path = typer.Option(None, help="Raw snapshot folder (default: RAKUTEN_DATA_ROOT/raw)."),
+) -> None:
+    """Fetch the raw data into a versioned snapshot with MANIFEST.json; unchanged data is skipped.
+
+    Prints a JSON summary (folder, version id, whether anything changed) on stdout.
+    """
+    from src.data.ingest import ingest
+
+    settings = get_settings()
+    summary = ingest(
+        parse_data_source(source) if source else settings.source,
+        out or settings.data_root / "raw",
+        load_params(),
+    )
+    typer.echo(json.dumps(summary))
+
+
+@data_app.command("validate")
+def data_validate(
+    raw_dir: Path = typer.Argument(..., help="Raw snapshot folder (what `ingest` writes)."),
+    interim_dir: Path = typer.Option(
+        None, help="Quarantine and photo checks (default: RAKUTEN_DATA_ROOT/interim)."
+    ),
+    report: Path = typer.Option(
+        None, help="Quality report JSON (default: INTERIM_DIR/quality_report.json)."
+    ),
+    workers: int = typer.Option(None, min=1, help="Processes decoding photos (default: per core)."),
+) -> None:
+    """Check raw data against the data contract; write the quality report and the quarantine.
+
+    Rows that break a row rule go to INTERIM_DIR/quarantine.csv with the reason; a structural
+    break (missing column, labels not aligned) exits 1 naming it. Prints a JSON summary.
+    """
+    from src.data.validate import validate
+
+    interim = interim_dir or get_settings().data_root / "interim"
+    typer.echo(json.dumps(validate(raw_dir, interim, report, workers)))
+
+
+@data_app.command("make-dataset")
+def data_make_dataset(
+    raw_dir: Path = typer.Argument(..., help="Raw snapshot folder (what `ingest` writes)."),
+    out_dir: Path = typer.Argument(..., help="Processed folder: Parquet splits and report."),
+    interim_dir: Path = typer.Option(
+        None, help="Quarantine and photo checks (default: RAKUTEN_DATA_ROOT/interim)."
+    ),
+    workers: int = typer.Option(None, min=1, help="Processes decoding photos (default: per core)."),
+) -> None:
+    """Validate, clean and split raw data into train/val/test/unlabelled Parquet files.
+
+    The split is pinned by a hash of productid (params.yaml `make_dataset`). Prints a JSON summary.
+    """
+    from src.data.make_dataset import make_dataset
+
+    interim = interim_dir or get_settings().data_root / "interim"
+    summary = make_dataset(raw_dir, out_dir, load_params().make_dataset, interim, workers)
+    typer.echo(json.dumps(summary))

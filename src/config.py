@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from src.errors import RakutenError
 
 HUB_REPO_ID = "ndiguesene/ml-datasets-image-rakuten-ecommerce"
 HUB_DEFAULT_REVISION = "main"
@@ -56,7 +58,9 @@ def parse_data_source(value: str) -> DataSource:
     if text.startswith("hf://"):
         match = _HUB_URI.match(text)
         if match is None:
-            raise ValueError(f"data source {value!r}: expected hf://OWNER/REPO or hf://OWNER/REPO@REVISION")
+            raise ValueError(
+                f"data source {value!r}: expected hf://OWNER/REPO or hf://OWNER/REPO@REVISION"
+            )
         return HubSource(match["repo"], match["rev"] or HUB_DEFAULT_REVISION)
     path = Path(text).expanduser()
     if not path.is_dir():
@@ -70,7 +74,9 @@ def parse_data_source(value: str) -> DataSource:
 class Settings(BaseSettings):
     """Infrastructure settings, read from `RAKUTEN_*` environment variables and `.env`."""
 
-    model_config = SettingsConfigDict(env_prefix="RAKUTEN_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="RAKUTEN_", env_file=".env", env_ignore_empty=True, extra="ignore"
+    )
 
     data_root: Path = Field(Path("data"), description="Root of data/raw, data/processed, ...")
     data_source: str = Field("hf", description="hf | hf://OWNER/REPO@REVISION | DIR | synthetic")
@@ -112,16 +118,32 @@ class SyntheticParams(_Block):
     seed: int = 0
 
 
+class MakeDatasetParams(_Block):
+    """How `make_dataset` cleans the text and splits the labelled rows (src/data/split.py)."""
+
+    test_fraction: float = Field(0.15, gt=0, lt=1)
+    val_fraction: float = Field(0.15, ge=0, lt=1)
+    split_salt: str = Field("rakuten-split-v1", min_length=1)
+    lowercase: bool = True
+
+    @model_validator(mode="after")
+    def _check_fractions(self) -> MakeDatasetParams:
+        if self.test_fraction + self.val_fraction >= 1:
+            raise ValueError("test_fraction + val_fraction must leave rows to train on (< 1)")
+        return self
+
+
 class Params(_Block):
     """All ML parameters: one block per pipeline stage, as in params.yaml."""
 
     synthetic: SyntheticParams = SyntheticParams()
+    make_dataset: MakeDatasetParams = MakeDatasetParams()
 
 
 def load_params(path: Path | None = None) -> Params:
     """Read and validate params.yaml (the settings' `params_file` unless a path is given)."""
     path = path or get_settings().params_file
     if not path.is_file():
-        raise FileNotFoundError(f"ML parameters file {path} not found (set RAKUTEN_PARAMS_FILE)")
+        raise RakutenError(f"ML parameters file {path} not found (set RAKUTEN_PARAMS_FILE)")
     raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
     return Params.model_validate(raw or {})

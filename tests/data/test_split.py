@@ -1,0 +1,82 @@
+"""The pinned split: a product's split depends on its productid alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from src.data.classes import PRDTYPECODES
+from src.data.split import assign_splits, pinned_to_test, split_bucket
+
+SALT = "test-salt"
+
+
+def _labelled(productids: range | list[int], codes: list[int] | None = None) -> pd.DataFrame:
+    ids = list(productids)
+    codes = codes or [PRDTYPECODES[i % len(PRDTYPECODES)] for i in range(len(ids))]
+    return pd.DataFrame({"productid": ids, "prdtypecode": codes})
+
+
+def _split(labelled: pd.DataFrame) -> pd.Series:
+    split = assign_splits(labelled, test_fraction=0.15, val_fraction=0.15, salt=SALT)
+    return pd.Series(split.to_numpy(), index=labelled["productid"])
+
+
+def test_bucket_is_stable_and_salted() -> None:
+    assert split_bucket(123456789, SALT) == split_bucket(123456789, SALT)
+    assert 0 <= split_bucket(123456789, SALT) < 10_000
+    buckets = {split_bucket(123456789, f"salt-{i}") for i in range(20)}
+    assert len(buckets) > 1
+
+
+def test_a_product_keeps_its_split_when_other_rows_come_and_go() -> None:
+    before = _split(_labelled(range(10_000, 15_000)))
+    refreshed = _labelled([*range(12_000, 15_000), *range(20_000, 23_000)])
+    after = _split(refreshed)
+    common = before.index.intersection(after.index)
+    assert len(common) == 3_000
+    assert (before[common] == after[common]).all()
+    assert (before == "test").sum() > 0
+
+
+def test_rerun_gives_the_same_split() -> None:
+    labelled = _labelled(range(3_000))
+    assert _split(labelled).equals(_split(labelled))
+
+
+def test_fractions_and_class_shares_are_close_to_asked() -> None:
+    labelled = _labelled(range(100_000, 154_000))
+    split = _split(labelled)
+    shares = split.value_counts(normalize=True)
+    assert shares["test"] == pytest.approx(0.15, abs=0.01)
+    assert shares["val"] == pytest.approx(0.15, abs=0.01)
+    by_class = pd.crosstab(labelled["prdtypecode"].to_numpy(), split.to_numpy(), normalize="index")
+    assert np.allclose(by_class["test"], 0.15, atol=0.03)
+
+
+def test_pinned_to_test_is_what_assign_splits_puts_in_test() -> None:
+    labelled = _labelled(range(5_000))
+    pinned = pinned_to_test(labelled["productid"], test_fraction=0.15, salt=SALT)
+    split = assign_splits(labelled, test_fraction=0.15, val_fraction=0.15, salt=SALT)
+    assert (pinned == (split == "test")).all()
+
+
+def _ids_in(split_name: str, count: int) -> list[int]:
+    """Productids that the hash puts in one split."""
+    found = _split(_labelled(range(1, 2_000)))
+    return found[found == split_name].index[:count].tolist()
+
+
+def test_a_class_without_train_row_gets_a_val_row_back() -> None:
+    val_ids = _ids_in("val", 2)
+    labelled = _labelled([*val_ids, *_ids_in("test", 1)], codes=[10, 10, 10])
+    split = _split(labelled)
+    assert (split == "train").sum() == 1 and (split == "test").sum() == 1
+    assert split[val_ids].isin(["train", "val"]).all()
+
+
+def test_a_class_all_in_test_releases_one_row_to_train() -> None:
+    test_ids = _ids_in("test", 2)
+    split = _split(_labelled(test_ids, codes=[2905, 2905]))
+    assert sorted(split) == ["test", "train"]
