@@ -1,0 +1,71 @@
+# Builds the two environments with uv and runs the project's jobs. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+# uv from PATH, else a private copy installed with pip into .tools/.
+UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+VENV := .venv
+AIRFLOW_VENV := .venv-airflow
+AIRFLOW_LOCK := docker/airflow/requirements.txt
+RAKUTEN := $(VENV)/bin/rakuten
+
+.PHONY: help env airflow-env test lint format run repro bench lock airflow-lock clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(VENV)/.built: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen
+	touch $@
+
+$(AIRFLOW_VENV)/.built: $(AIRFLOW_LOCK) | $(UV)
+	$(UV) venv --allow-existing --python 3.11 $(AIRFLOW_VENV)
+	$(UV) pip install --python $(AIRFLOW_VENV)/bin/python -r $(AIRFLOW_LOCK)
+	touch $@
+
+env: $(VENV)/.built ## Build the project environment (.venv) from uv.lock
+
+airflow-env: $(AIRFLOW_VENV)/.built ## Build the Airflow environment (.venv-airflow), pinned
+
+lint: env ## Lint, format check and type check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: env ## Format the code and fix what ruff can
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: env airflow-env lint ## Build what is needed, then lint and run the whole test suite
+	$(VENV)/bin/pytest
+
+# The main job: today the data steps; it grows into the full training DAG run.
+DATA_ROOT = $${RAKUTEN_DATA_ROOT:-data}
+run: env ## Build what is needed and run the main job on the settings' data source
+	$(RAKUTEN) data ingest --out $(DATA_ROOT)/raw
+	$(RAKUTEN) data validate $(DATA_ROOT)/raw --interim-dir $(DATA_ROOT)/interim
+	$(RAKUTEN) data make-dataset $(DATA_ROOT)/raw $(DATA_ROOT)/processed \
+		--interim-dir $(DATA_ROOT)/interim
+
+repro: env ## Reproduce the pipeline with DVC (dvc.yaml, params.yaml) into data/
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/dvc repro
+
+bench: env ## Run the benchmarks (see docs/benchmarks.md)
+	$(VENV)/bin/python bench/bench_synth.py
+	$(VENV)/bin/python bench/bench_make_dataset.py
+
+lock: | $(UV) ## Re-lock the project environment after editing pyproject.toml
+	$(UV) lock
+
+airflow-lock: | $(UV) ## Re-pin the Airflow environment from docker/airflow/requirements.in
+	$(UV) pip compile docker/airflow/requirements.in --python-version 3.11 --universal \
+		-o $(AIRFLOW_LOCK)
+
+clean: ## Remove the environments and caches (not data/)
+	rm -rf $(VENV) $(AIRFLOW_VENV) .tools .mypy_cache .ruff_cache .pytest_cache reports
