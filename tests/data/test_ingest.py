@@ -32,6 +32,7 @@ from src.config import (
 from src.data.ingest import ingest, read_manifest
 from src.data.layout import IMAGE_SETS, TEXT_FILES
 from src.data.layout import MANIFEST_FILE as MANIFEST
+from src.data.synth import synthesize
 from src.errors import DataSourceError, RakutenError
 from tests.data.hub_server import HubServer
 
@@ -96,6 +97,25 @@ def hub_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubS
 def sample_zip(rakuten_sample: Path, tmp_path: Path) -> Path:
     """The sample's photos zipped with `image_train/` at the top and a `__MACOSX/` folder."""
     return _zip_images(rakuten_sample / "images", tmp_path / "images_low.zip", macosx=True)
+
+
+def test_hub_ingest_of_synthetic_data_with_the_zip_it_ships(
+    hub_server: HubServer, tmp_path: Path
+) -> None:
+    generated = tmp_path / "generated"
+    synthesize(generated, rows=300, test_rows=60, image_size=32, seed=5, images_zip=True)
+    files = {name: generated / name for name in [*TEXT_FILES, "images_low.zip"]}
+    commit = hub_server.add_commit("someone/rakuten-synthetic", files, refs=("main", "v1"))
+    out = tmp_path / "raw"
+
+    summary = ingest(parse_data_source("hf://someone/rakuten-synthetic@v1"), out, PARAMS)
+
+    assert summary["changed"] is True and read_manifest(out)["source"]["commit"] == commit
+    assert _tree(out) == {
+        **{name: _sha256(generated / name) for name in TEXT_FILES},
+        **_expected_photos(generated),
+        MANIFEST: _sha256(out / MANIFEST),
+    }
 
 
 @pytest.mark.parametrize(("prefix", "macosx"), [("", True), ("images/", False)])
