@@ -133,11 +133,26 @@ class MakeDatasetParams(_Block):
         return self
 
 
+class TrainParams(_Block):
+    """Which branches `rakuten train` fits (names from src/models/branch.py), and the seed."""
+
+    branches: tuple[str, ...] = ("text_tfidf", "text_cnn", "image_cnn")
+    seed: int = 0
+
+
+class FusionParams(_Block):
+    """Late fusion of the branches' probabilities, weights fitted on the validation split."""
+
+    weight_step: float = Field(0.05, gt=0, le=0.5)  # grid step of the weight search
+
+
 class Params(_Block):
     """All ML parameters: one block per pipeline stage, as in params.yaml."""
 
     synthetic: SyntheticParams = SyntheticParams()
     make_dataset: MakeDatasetParams = MakeDatasetParams()
+    train: TrainParams = TrainParams()
+    fusion: FusionParams = FusionParams()
 
 
 def load_params(path: Path | None = None) -> Params:

@@ -25,7 +25,7 @@ from src.data.images import OK
 from src.data.io import write_json, write_parquet
 from src.data.split import SPLITS, assign_splits, pinned_to_test
 from src.data.validate import REPORT_FILE, check_raw
-from src.features.text import clean_texts, combine_texts
+from src.features.text import text_features
 
 logger = logging.getLogger(__name__)
 
@@ -103,17 +103,14 @@ def make_dataset(
 
 def _features(checked: pd.DataFrame, lowercase: bool) -> pd.DataFrame:
     """The output columns of kept rows: cleaned texts, and the photo where it is usable."""
-    designation = clean_texts(checked["designation"], lowercase=lowercase)
-    description = clean_texts(checked["description"], lowercase=lowercase)
+    texts = text_features(checked["designation"], checked["description"], lowercase=lowercase)
     usable = checked["image_status"] == OK
     return pd.DataFrame(
         {
             "row_index": checked.index,
             "productid": checked["productid"],
             "imageid": checked["imageid"],
-            "designation": designation,
-            "description": description,
-            "text": combine_texts(designation, description),
+            **texts,
             "image_path": checked["image_path"].where(usable),
             "image_status": checked["image_status"],
         },

@@ -120,6 +120,22 @@ def combine_texts(designation: pd.Series, description: pd.Series) -> pd.Series:
     return (designation + " " + description).str.rstrip().rename("text")
 
 
+def text_features(
+    designation: pd.Series, description: pd.Series, *, lowercase: bool = True
+) -> pd.DataFrame:
+    """The model's text columns from raw listings: cleaned designation, description and both."""
+    designation = clean_texts(designation, lowercase=lowercase)
+    description = clean_texts(description, lowercase=lowercase)
+    return pd.DataFrame(
+        {
+            "designation": designation,
+            "description": description,
+            "text": combine_texts(designation, description),
+        },
+        index=designation.index,
+    )
+
+
 def contains_html(texts: pd.Series) -> pd.Series:
     """Which texts hold an HTML tag or entity (missing texts do not)."""
     mask = pc.match_substring_regex(_to_arrow(texts), _RE2_HTML)

@@ -1,0 +1,77 @@
+"""The branch contract: every model branch fits, predicts class probabilities, saves and loads.
+
+A branch sees products as a DataFrame with the processed dataset's columns (`designation`,
+`description`, `text`, cleaned; `prdtypecode` when labelled) plus `image`: the photo as an
+absolute path (str), raw bytes, or None when there is none. It returns probabilities over
+`CLASSES` (the 27 codes, in that order), one row per product; a row of NaN means the branch
+abstains for that product (an image branch without a usable photo), and fusion leaves its vote out.
+
+Adding a branch means writing one subclass and naming it in `BRANCHES`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Final, Literal, Self
+
+import numpy as np
+import pandas as pd
+
+from src.data.classes import PRDTYPECODES
+
+CLASSES: Final = np.array(PRDTYPECODES, dtype=np.int64)
+Modality = Literal["text", "image"]
+
+
+class Branch(ABC):
+    """One model over one modality, with a fixed interface that fusion and packaging rely on."""
+
+    name: ClassVar[str]
+    modality: ClassVar[Modality]
+
+    @abstractmethod
+    def fit(self, train: pd.DataFrame, val: pd.DataFrame) -> dict[str, Any]:
+        """Fit on `train` (using `val` for selection or early stopping); return a JSON summary."""
+
+    @abstractmethod
+    def predict_proba(self, products: pd.DataFrame) -> np.ndarray:
+        """Probabilities, shape (len(products), 27) in `CLASSES` order; NaN rows abstain."""
+
+    @abstractmethod
+    def save(self, directory: Path) -> None:
+        """Write everything needed to predict into `directory` (created if missing)."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, directory: Path) -> Self:
+        """Read a branch written by `save`."""
+
+
+# name -> "module:Class"; imported on use, so a text-only run never imports a deep-learning stack.
+BRANCHES: Final[dict[str, str]] = {
+    "text_tfidf": "src.models.text_tfidf:TfidfTextBranch",
+    "text_cnn": "src.models.text_neural:NeuralTextBranch",
+    "image_cnn": "src.models.image_cnn:ImageBranch",
+}
+
+
+def branch_class(name: str) -> type[Branch]:
+    """The class of a branch by its name in params.yaml."""
+    try:
+        module, attribute = BRANCHES[name].split(":")
+    except KeyError:
+        raise ValueError(f"unknown branch {name!r}; known: {', '.join(BRANCHES)}") from None
+    cls: type[Branch] = getattr(importlib.import_module(module), attribute)
+    return cls
+
+
+def labels_index(codes: pd.Series | np.ndarray) -> np.ndarray:
+    """Column index in `CLASSES` of each product-type code (ValueError for an unknown code)."""
+    values = np.asarray(codes, dtype=np.int64)
+    positions = np.searchsorted(CLASSES, values).clip(max=len(CLASSES) - 1)
+    unknown = CLASSES[positions] != values
+    if unknown.any():
+        raise ValueError(f"unknown prdtypecode(s): {sorted(set(values[unknown].tolist()))}")
+    return positions
