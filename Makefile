@@ -11,7 +11,7 @@ AIRFLOW_VENV := .venv-airflow
 AIRFLOW_LOCK := docker/airflow/requirements.txt
 RAKUTEN := $(VENV)/bin/rakuten
 
-.PHONY: help env airflow-env test lint format run repro bench lock airflow-lock clean
+.PHONY: help env airflow-env test lint format run repro bench mlflow lock airflow-lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -59,6 +59,18 @@ repro: env ## Reproduce the pipeline with DVC (dvc.yaml, params.yaml) into data/
 bench: env ## Run the benchmarks (see docs/benchmarks.md)
 	$(VENV)/bin/python bench/bench_synth.py
 	$(VENV)/bin/python bench/bench_make_dataset.py
+	$(VENV)/bin/python bench/bench_store.py
+
+# The backend is RAKUTEN_MLFLOW_TRACKING_URI (env or .env) when it is a SQLite URI, else the
+# embedded default; artifacts go beside the database, as the embedded default puts them.
+mlflow: env ## Start a local MLflow server (SQLite backend, local artifacts): UI on 127.0.0.1:5000
+	@uri=$$($(VENV)/bin/python -c 'from src.config import get_settings as s; print(s().mlflow_tracking_uri)'); \
+	case "$$uri" in sqlite:///*) ;; *) uri=sqlite:///mlruns/mlflow.db ;; esac; \
+	root=$$(dirname "$${uri#sqlite:///}"); mkdir -p "$$root"; \
+	echo "MLflow UI: http://127.0.0.1:5000 (backend $$uri, artifacts $$root/artifacts)"; \
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false exec $(VENV)/bin/mlflow server \
+		--backend-store-uri "$$uri" --artifacts-destination "$$root/artifacts" \
+		--host 127.0.0.1 --port 5000 --workers 1
 
 lock: | $(UV) ## Re-lock the project environment after editing pyproject.toml
 	$(UV) lock

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
+from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from src.config import get_settings, load_params, parse_data_source
 from src.errors import RakutenError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from src.models.tracking import TrainingPaths
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +34,16 @@ data_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(data_app, name="data")
+db_app = typer.Typer(
+    help="The predictions store: migrations, roles, and queries on the recorded predictions.",
+    no_args_is_help=True,
+)
+app.add_typer(db_app, name="db")
+model_app = typer.Typer(
+    help="The model registry (MLflow): track and register, gate, promote, roll back.",
+    no_args_is_help=True,
+)
+app.add_typer(model_app, name="model")
 
 
 def run() -> None:
@@ -154,3 +174,370 @@ def data_make_dataset(
     interim = interim_dir or get_settings().data_root / "interim"
     summary = make_dataset(raw_dir, out_dir, load_params().make_dataset, interim, workers)
     typer.echo(json.dumps(summary))
+
+
+def _paths(
+    processed: Path | None, raw: Path | None, models: Path | None
+) -> tuple[Path, Path, Path]:
+    """The processed dataset, raw snapshot and models folders, defaulting to the settings."""
+    settings = get_settings()
+    return (
+        processed or settings.data_root / "processed",
+        raw or settings.data_root / "raw",
+        models or settings.models_dir,
+    )
+
+
+_PROCESSED = typer.Option(None, help="Processed dataset (default: RAKUTEN_DATA_ROOT/processed).")
+_RAW = typer.Option(None, help="Raw snapshot, for the photos (default: RAKUTEN_DATA_ROOT/raw).")
+_MODELS = typer.Option(None, help="Models folder (default: RAKUTEN_MODELS_DIR).")
+
+
+@app.command("train")
+def train(
+    branch: list[str] = typer.Option(
+        None, help="Branch to train (repeatable; default: all of params.yaml train.branches)."
+    ),
+    processed: Path = _PROCESSED,
+    raw: Path = _RAW,
+    models: Path = _MODELS,
+) -> None:
+    """Train model branches on the train split (val for selection) into MODELS/branches/NAME.
+
+    Without --branch, every enabled branch is trained and then fused (see `rakuten fuse`).
+    """
+    from src.models.train import fuse_branches, train_branches
+
+    processed_dir, raw_dir, models_dir = _paths(processed, raw, models)
+    params = load_params()
+    summary: dict[str, object] = {
+        "branches": train_branches(processed_dir, raw_dir, models_dir, params, branch or None)
+    }
+    if not branch:
+        summary["fusion"] = fuse_branches(processed_dir, raw_dir, models_dir, params)
+    typer.echo(json.dumps(summary, default=str))
+
+
+@app.command("fuse")
+def fuse(processed: Path = _PROCESSED, raw: Path = _RAW, models: Path = _MODELS) -> None:
+    """Fit the fusion weights of the trained branches on val; package it as an MLflow model."""
+    from src.models.train import fuse_branches
+
+    processed_dir, raw_dir, models_dir = _paths(processed, raw, models)
+    typer.echo(json.dumps(fuse_branches(processed_dir, raw_dir, models_dir, load_params())))
+
+
+@app.command("evaluate")
+def evaluate(
+    processed: Path = _PROCESSED,
+    raw: Path = _RAW,
+    models: Path = _MODELS,
+    reports: Path = typer.Option(None, help="Reports folder (default: RAKUTEN_REPORTS_DIR)."),
+) -> None:
+    """Score every branch and the fused model on the pinned test split; write the reports.
+
+    Weighted F1 (the challenge metric), macro F1, accuracy and per-class scores go to
+    REPORTS/metrics.json, one confusion matrix per model to REPORTS/confusion_NAME.png.
+    """
+    from src.models.train import evaluate_models
+
+    processed_dir, raw_dir, models_dir = _paths(processed, raw, models)
+    reports_dir = reports or get_settings().reports_dir
+    typer.echo(json.dumps(evaluate_models(processed_dir, raw_dir, models_dir, reports_dir)))
+
+
+@app.command("predict")
+def predict(
+    input_csv: Path = typer.Option(..., "--input", help="Listings in the hub's X layout (CSV)."),
+    output: Path = typer.Option(..., help="Predictions CSV to write."),
+    images: Path = typer.Option(
+        None, help="Folder of image_<imageid>_product_<productid>.jpg photos."
+    ),
+    model: str = typer.Option(
+        None, help="Model path or MLflow URI (default: the registry's champion)."
+    ),
+    batch_size: int = typer.Option(2048, min=1, help="Products per model call."),
+) -> None:
+    """Predict the product type of every listing in INPUT; write OUTPUT with the top 3.
+
+    OUTPUT has productid, prdtypecode, label, probability and top3 (JSON) per listing.
+    """
+    from src.models.predict import predict_listings
+
+    summary = predict_listings(
+        input_csv, output, images, model, get_settings().mlflow_tracking_uri, batch_size
+    )
+    typer.echo(json.dumps(summary))
+
+
+class OutputFormat(StrEnum):
+    """How the `db` queries print: JSON lines for scripts, or a table for people."""
+
+    JSON = "json"
+    TABLE = "table"
+
+
+_FORMAT = typer.Option(OutputFormat.JSON, "--format", help="json (JSON lines) or table.")
+_DATE = typer.Option(None, "--date", formats=["%Y-%m-%d"], help="Logical date (YYYY-MM-DD).")
+_MODEL = typer.Option(None, help="Registered model name (needed if several have that version).")
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, list | dict):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def _echo_rows(rows: Sequence[Mapping[str, object]], output: OutputFormat) -> None:
+    """Print records as JSON lines, or as an aligned table."""
+    if output is OutputFormat.JSON:
+        for row in rows:
+            typer.echo(json.dumps(row, ensure_ascii=False, default=str))
+        return
+    if not rows:
+        return
+    columns = list(rows[0])
+    cells = [[_cell(row[column]) for column in columns] for row in rows]
+    widths = [
+        max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(columns)
+    ]
+    for line in [columns, *cells]:
+        padded = (cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+        typer.echo("  ".join(padded).rstrip())
+
+
+def _echo_record(record: Mapping[str, object], output: OutputFormat) -> None:
+    """Print one record as a JSON line, or as `key: value` lines."""
+    if output is OutputFormat.JSON:
+        typer.echo(json.dumps(record, ensure_ascii=False, default=str))
+        return
+    width = max(map(len, record))
+    for key, value in record.items():
+        typer.echo(f"{key.ljust(width)}  {_cell(value)}")
+
+
+def _batch_id(
+    batch: int | None, logical_date: datetime | None, version: str | None, model: str | None
+) -> int:
+    """A batch given by its id, or by its date and model version."""
+    from src.db.engine import make_engine
+    from src.db.queries import find_batch
+
+    if batch is not None:
+        return batch
+    if logical_date is None or version is None:
+        raise typer.BadParameter("give --batch, or --date and --version")
+    return find_batch(make_engine(), logical_date.date(), version, model)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: str = typer.Option("head", help="Alembic revision to migrate to."),
+) -> None:
+    """Create or migrate the store's tables (as the schema owner: RAKUTEN_DATABASE_ADMIN_URL).
+
+    One transaction; prints the revisions before and after as JSON.
+    """
+    from src.db.migrate import upgrade
+
+    settings = get_settings()
+    typer.echo(json.dumps(upgrade(settings.database_admin_url or settings.database_url, revision)))
+
+
+@db_app.command("grant")
+def db_grant() -> None:
+    """Create or update the app and analyst roles and their grants (PostgreSQL; run after upgrade).
+
+    Names and passwords come from RAKUTEN_DATABASE_APP_* and RAKUTEN_DATABASE_ANALYST_*. On SQLite
+    there are no roles: it says so and changes nothing.
+    """
+    from src.db.roles import grant_roles
+
+    typer.echo(json.dumps(grant_roles(get_settings())))
+
+
+@db_app.command("batches")
+def db_batches(logical_date: datetime = _DATE, output: OutputFormat = _FORMAT) -> None:
+    """List prediction batches (of one logical date), newest first, failed ones included."""
+    from src.db.engine import make_engine
+    from src.db.queries import batches
+
+    found = batches(make_engine(), None if logical_date is None else logical_date.date())
+    _echo_rows([asdict(batch) for batch in found], output)
+
+
+@db_app.command("latest")
+def db_latest(
+    productid: int = typer.Option(..., help="Rakuten product id."),
+    alias: str = typer.Option("champion", help="Only batches of a model used under this alias."),
+    any_alias: bool = typer.Option(False, "--any-alias", help="Any batch, shadow ones included."),
+    output: OutputFormat = _FORMAT,
+) -> None:
+    """The latest prediction for a product, with the inputs it was made from and its batch."""
+    from src.db.engine import make_engine
+    from src.db.queries import latest_prediction
+
+    found = latest_prediction(make_engine(), productid, None if any_alias else alias)
+    _echo_record(asdict(found), output)
+
+
+@db_app.command("distribution")
+def db_distribution(
+    batch: int = typer.Option(None, help="Batch id (see `rakuten db batches`)."),
+    logical_date: datetime = _DATE,
+    version: str = typer.Option(None, help="Model version of the batch, with --date."),
+    model: str = _MODEL,
+    output: OutputFormat = _FORMAT,
+) -> None:
+    """Class distribution of a complete batch: products, share and mean probability per type."""
+    from src.db.engine import make_engine
+    from src.db.queries import class_distribution
+
+    shares = class_distribution(make_engine(), _batch_id(batch, logical_date, version, model))
+    _echo_rows([asdict(share) for share in shares], output)
+
+
+@db_app.command("agreement")
+def db_agreement(
+    logical_date: datetime = _DATE,
+    champion: str = typer.Option(None, help="Champion's model version, with --date."),
+    challenger: str = typer.Option(None, help="Challenger's model version, with --date."),
+    model: str = _MODEL,
+    champion_batch: int = typer.Option(None, help="Champion's batch id (instead of --date)."),
+    challenger_batch: int = typer.Option(None, help="Challenger's batch id (instead of --date)."),
+    output: OutputFormat = _FORMAT,
+) -> None:
+    """Agreement of challenger with champion on the inputs both scored (shadow scoring)."""
+    from src.db.engine import make_engine
+    from src.db.queries import agreement
+
+    result = agreement(
+        make_engine(),
+        _batch_id(champion_batch, logical_date, champion, model),
+        _batch_id(challenger_batch, logical_date, challenger, model),
+    )
+    summary = asdict(result)
+    by_class = summary.pop("by_class")
+    if output is OutputFormat.JSON:
+        _echo_record({**summary, "by_class": by_class}, output)
+        return
+    _echo_record(summary, output)
+    typer.echo("")
+    _echo_rows(by_class, output)
+
+
+@db_app.command("counts")
+def db_counts(output: OutputFormat = _FORMAT) -> None:
+    """Per model version: aliases used, batches, predictions, products scored, first/last date."""
+    from src.db.engine import make_engine
+    from src.db.queries import model_version_counts
+
+    _echo_rows([asdict(counts) for counts in model_version_counts(make_engine())], output)
+
+
+_REPORTS = typer.Option(None, help="Reports folder (default: RAKUTEN_REPORTS_DIR).")
+_BY = typer.Option(None, help="Who moves the alias (default: your user name, or the pipeline).")
+
+
+def _training_paths(
+    processed: Path | None, raw: Path | None, models: Path | None, reports: Path | None
+) -> TrainingPaths:
+    """A pipeline run's folders, defaulting to the settings."""
+    from src.models.tracking import TrainingPaths
+
+    processed_dir, raw_dir, models_dir = _paths(processed, raw, models)
+    return TrainingPaths(processed_dir, raw_dir, models_dir, reports or get_settings().reports_dir)
+
+
+def _registry() -> MlflowClient:
+    """An MLflow client on RAKUTEN_MLFLOW_TRACKING_URI."""
+    from src.models.tracking import tracking_client
+
+    return tracking_client(get_settings().mlflow_tracking_uri)
+
+
+@model_app.command("register")
+def model_register(
+    processed: Path = _PROCESSED, raw: Path = _RAW, models: Path = _MODELS, reports: Path = _REPORTS
+) -> None:
+    """Track the pipeline run in MLflow and register its model as a new version @challenger.
+
+    One parent run with params, lineage tags (git commit, data version, params hash, Airflow
+    run), test metrics and artifacts (reports, confusion matrices, data-quality report, the
+    model); a nested run per branch (per-epoch metrics) and per search trial. Run it after
+    `rakuten evaluate`. Under Airflow, a retried task reuses the version it registered.
+    """
+    from src.models.lifecycle import register
+
+    paths = _training_paths(processed, raw, models, reports)
+    typer.echo(json.dumps(register(_registry(), paths, load_params(), os.environ)))
+
+
+@model_app.command("validate")
+def model_validate(
+    version: str = typer.Option(None, help="Version to gate (default: @challenger)."),
+    data: Path = typer.Option(
+        None, help="Extra labelled data in the hub's layout (X_train, Y_train, images)."
+    ),
+    processed: Path = _PROCESSED,
+    raw: Path = _RAW,
+    reports: Path = _REPORTS,
+) -> None:
+    """Gate a version against @champion on the pinned test split (plus --data); exit 1 if failed.
+
+    Checks (params.yaml `gate`): weighted F1 over a floor, no drop beyond a tolerance against the
+    champion (with the paired bootstrap CI of the difference), no class under a per-class floor.
+    The decision, numbers and reasons go on the version (tags gate.*), REPORTS/gate.json and a
+    gate run in MLflow.
+    """
+    from src.models.lifecycle import validate
+
+    paths = _training_paths(processed, raw, None, reports)
+    summary = validate(_registry(), paths, load_params().gate, version, data)
+    typer.echo(json.dumps(summary))
+    if summary["decision"] != "passed":
+        reasons = "; ".join(summary["reasons"])
+        raise RakutenError(f"version {summary['version']} failed the gate: {reasons}")
+
+
+@model_app.command("promote")
+def model_promote(
+    version: str = typer.Option(None, help="Version to promote (default: @challenger)."),
+    auto: bool = typer.Option(
+        False, "--auto", help="The pipeline's step: under manual approval, only ask a person."
+    ),
+    by: str = _BY,
+) -> None:
+    """Move @champion to a version that passed the gate, recording the move in the audit log.
+
+    With params.yaml `promote.approval: manual`, `--auto` leaves the champion and marks the
+    version as awaiting approval; a person then runs `rakuten model promote --version V`.
+    """
+    from src.models.lifecycle import actor, promote
+
+    approval = load_params().promote.approval
+    who = by or actor(auto, os.environ)
+    typer.echo(json.dumps(promote(_registry(), approval, version, auto, who)))
+
+
+@model_app.command("rollback")
+def model_rollback(
+    reason: str = typer.Option("manual rollback", help="Why, for the audit log."),
+    by: str = _BY,
+) -> None:
+    """Move @champion back to the previous champion in one step (recorded in the audit log)."""
+    from src.models.lifecycle import actor, rollback
+
+    typer.echo(json.dumps(rollback(_registry(), by or actor(False, os.environ), reason)))
+
+
+@model_app.command("history")
+def model_history(output: OutputFormat = _FORMAT) -> None:
+    """Every move of @champion, oldest first: action, version, previous version, who, why, when."""
+    from src.models.lifecycle import champion_history
+
+    _echo_rows(champion_history(_registry()), output)

@@ -11,10 +11,10 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from src.errors import RakutenError
@@ -45,6 +45,7 @@ class SyntheticSource:
 
 DataSource = HubSource | LocalSource | SyntheticSource
 
+_ROLE_NAME = r"^[a-z_][a-z0-9_]{0,62}$"  # a plain PostgreSQL role name
 _HUB_URI = re.compile(r"^hf://(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<rev>[\w./-]+))?$")
 
 
@@ -79,10 +80,23 @@ class Settings(BaseSettings):
     )
 
     data_root: Path = Field(Path("data"), description="Root of data/raw, data/processed, ...")
+    models_dir: Path = Field(Path("models"), description="Trained branches and packaged model")
+    reports_dir: Path = Field(Path("reports"), description="Evaluation metrics and plots")
     data_source: str = Field("hf", description="hf | hf://OWNER/REPO@REVISION | DIR | synthetic")
     params_file: Path = Field(Path("params.yaml"), description="ML parameters, one block per stage")
     mlflow_tracking_uri: str = Field("sqlite:///mlruns/mlflow.db", description="MLflow backend")
     database_url: str = Field("sqlite:///data/predictions.db", description="Predictions store")
+    database_admin_url: str | None = Field(
+        None, description="Schema owner, for db upgrade and grant; unset: database_url"
+    )
+    database_app_role: str = Field(
+        "rakuten_app", pattern=_ROLE_NAME, description="Run-time role: records and reads"
+    )
+    database_app_password: SecretStr | None = Field(None, description="Set on the app role")
+    database_analyst_role: str = Field(
+        "rakuten_analyst", pattern=_ROLE_NAME, description="Read-only role for analysts"
+    )
+    database_analyst_password: SecretStr | None = Field(None, description="Set on analyst role")
     pushgateway_url: str | None = Field(None, description="Prometheus Pushgateway; unset: no push")
     log_level: str = Field("INFO", description="Logging level of the CLI")
 
@@ -146,6 +160,90 @@ class FusionParams(_Block):
     weight_step: float = Field(0.05, gt=0, le=0.5)  # grid step of the weight search
 
 
+class GateParams(_Block):
+    """The quality gate a challenger must pass before it may become champion."""
+
+    min_weighted_f1: float = Field(0.7, ge=0, le=1)  # absolute floor on weighted F1
+    tolerance: float = Field(0.01, ge=0, le=1)  # largest weighted-F1 drop allowed vs champion
+    per_class_f1_floor: float = Field(0.3, ge=0, le=1)
+    # Classes with fewer evaluation rows are not held to the floor: their F1 is mostly noise.
+    per_class_min_support: int = Field(20, ge=1)
+    bootstrap_samples: int = Field(1000, ge=100)
+    confidence: float = Field(0.95, gt=0, lt=1)
+    seed: int = 0
+
+
+class PromoteParams(_Block):
+    """Who moves `champion` after a passed gate: the pipeline (auto) or a person (manual)."""
+
+    approval: Literal["auto", "manual"] = "auto"
+
+
+class TextTfidfParams(_Block):
+    """The TF-IDF + calibrated LinearSVC text branch (src/models/text_tfidf.py) and its search.
+
+    The model fields are the configuration fitted when `trials` is 0 and the first one the
+    Optuna search tries otherwise.
+    """
+
+    trials: int = Field(20, ge=0)  # Optuna trials scored on val weighted F1; 0: no search
+    word_ngram_max: int = Field(2, ge=1, le=3)  # word n-grams of 1..this many words
+    char_ngram_min: int = Field(2, ge=1)  # character n-grams (inside words) of min..max
+    char_ngram_max: int = Field(5, ge=1, le=8)
+    max_features: int | None = Field(100_000, gt=0)  # vocabulary size of each TF-IDF; None: all
+    designation_weight: float = Field(1.0, ge=0)  # extra TF-IDF of the title alone; 0: none
+    C: float = Field(1.0, gt=0)  # inverse regularisation strength of the LinearSVC
+    penalty: Literal["l1", "l2"] = "l2"
+    calibration_folds: int = Field(3, ge=2)  # sigmoid calibration, one LinearSVC per fold
+    n_jobs: int = Field(0, ge=0)  # threads fitting the folds; 0: one per CPU core
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check_char_ngrams(self) -> TextTfidfParams:
+        if self.char_ngram_min > self.char_ngram_max:
+            raise ValueError("char_ngram_min must not exceed char_ngram_max")
+        return self
+
+
+class TextCnnParams(_Block):
+    """The neural text branch (src/models/text_neural.py): word embeddings, 1-D convolutions."""
+
+    vocab_size: int = Field(30_000, ge=3)  # ids: 0 pads, 1 is any other word, then the top words
+    sequence_length: int = Field(100, ge=1)  # words per product, title first; the rest is cut
+    embedding_dim: int = Field(64, ge=1)
+    filters: int = Field(128, ge=1)  # convolution filters per kernel size
+    kernel_sizes: tuple[int, ...] = Field((3, 5), min_length=1)  # widths in words, in parallel
+    dropout: float = Field(0.3, ge=0, lt=1)
+    batch_size: int = Field(128, gt=0)
+    epochs: int = Field(10, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    patience: int = Field(2, ge=1)  # early stopping on the validation loss
+    mixed_precision: bool = True  # float16 compute where a GPU is present; ignored on CPU
+    seed: int = 0
+
+
+class ImageCnnParams(_Block):
+    """The image branch (src/models/image_cnn.py): backbone, photo size and training schedule."""
+
+    backbone: Literal["small", "efficientnetb0", "mobilenetv3small"] = "small"
+    weights_file: Path | None = None  # ImageNet weights (no top); None: the Keras cache
+    on_missing_weights: Literal["stop", "scratch"] = "stop"
+    image_size: int = Field(128, ge=32)
+    conv_filters: tuple[int, ...] = Field((32, 64, 128, 256, 512), min_length=1)
+    dropout: float = Field(0.3, ge=0, lt=1)
+    batch_size: int = Field(64, gt=0)
+    epochs: int = Field(30, gt=0)  # from scratch, or phase 1 (head only) of a fine-tuning
+    learning_rate: float = Field(1e-3, gt=0)
+    fine_tune_epochs: int = Field(10, ge=0)  # phase 2: top backbone layers unfrozen
+    fine_tune_layers: int = Field(40, ge=1)
+    fine_tune_learning_rate: float = Field(1e-4, gt=0)
+    patience: int = Field(4, ge=1)  # early stopping on the validation loss
+    augment: bool = True
+    mixed_precision: bool = True  # float16 compute where a GPU is present; ignored on CPU
+    workers: int = Field(0, ge=0)  # threads decoding photos; 0: one per CPU core
+    seed: int = 0
+
+
 class Params(_Block):
     """All ML parameters: one block per pipeline stage, as in params.yaml."""
 
@@ -153,6 +251,11 @@ class Params(_Block):
     make_dataset: MakeDatasetParams = MakeDatasetParams()
     train: TrainParams = TrainParams()
     fusion: FusionParams = FusionParams()
+    gate: GateParams = GateParams()
+    promote: PromoteParams = PromoteParams()
+    text_tfidf: TextTfidfParams = TextTfidfParams()
+    text_cnn: TextCnnParams = TextCnnParams()
+    image_cnn: ImageCnnParams = ImageCnnParams()
 
 
 def load_params(path: Path | None = None) -> Params:

@@ -9,3 +9,7 @@ class RakutenError(Exception):
 
 class DataSourceError(RakutenError):
     """The data source cannot be read: hub unreachable, repo or revision missing, files absent."""
+
+
+class MissingWeightsError(RakutenError):
+    """Pretrained weights for a model backbone are neither in a configured file nor cached."""

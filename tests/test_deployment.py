@@ -66,8 +66,10 @@ def test_deployments_go_dev_then_staging_then_prod_with_platform_secrets() -> No
     }
 
 
+# A value on the same line (an empty `KEY=` is no secret); a `SecretStr` annotation is a type.
 SECRET_VALUE = re.compile(
-    r"(?i)\b\w*(password|secret|token|access_key)\w*\s*[:=]\s*['\"]?(?![$<{])[A-Za-z0-9/+_-]{8,}"
+    r"(?i)\b\w*(password|secret|token|access_key)\w*[ \t]*[:=][ \t]*['\"]?"
+    r"(?![$<{]|SecretStr\b)[A-Za-z0-9/+_-]{8,}"
 )
 
 

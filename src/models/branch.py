@@ -31,6 +31,10 @@ class Branch(ABC):
     name: ClassVar[str]
     modality: ClassVar[Modality]
 
+    def __init__(self, params: Any) -> None:
+        """Keep the branch's params block (from params.yaml)."""
+        self.params = params
+
     @abstractmethod
     def fit(self, train: pd.DataFrame, val: pd.DataFrame) -> dict[str, Any]:
         """Fit on `train` (using `val` for selection or early stopping); return a JSON summary."""

@@ -25,6 +25,15 @@ def load_split(processed_dir: Path, raw_dir: Path, split: str) -> pd.DataFrame:
     return frame
 
 
+def photo_paths(listings: pd.DataFrame, images_dir: Path) -> list[str | None]:
+    """Each listing's photo in `images_dir` (hub naming), or None where there is no such file."""
+    paths = [
+        images_dir.absolute() / f"image_{imageid}_product_{productid}.jpg"
+        for imageid, productid in zip(listings["imageid"], listings["productid"], strict=True)
+    ]
+    return [str(path) if path.is_file() else None for path in paths]
+
+
 def products_from_listings(
     listings: pd.DataFrame, *, lowercase: bool = True, images_dir: Path | None = None
 ) -> pd.DataFrame:
@@ -44,11 +53,7 @@ def products_from_listings(
     if "image" in listings:
         products["image"] = listings["image"].astype(object).where(listings["image"].notna(), None)
     elif images_dir is not None and {"productid", "imageid"} <= set(listings.columns):
-        paths = [
-            images_dir.absolute() / f"image_{imageid}_product_{productid}.jpg"
-            for imageid, productid in zip(listings["imageid"], listings["productid"], strict=True)
-        ]
-        products["image"] = [str(p) if p.is_file() else None for p in paths]
+        products["image"] = photo_paths(listings, images_dir)
     else:
         products["image"] = None
     return products

@@ -1,0 +1,428 @@
+"""The model lifecycle in the MLflow registry: register a challenger, gate it, promote, roll back.
+
+A pipeline run registers its packaged model as a new version of `rakuten-product-classifier` with
+the alias `challenger` and its test scores as tags. `validate` scores challenger and champion on
+the same rows and writes the gate's decision, numbers and reasons on the version (tags `gate.*`)
+and in `reports/gate.json`. `promote` moves the alias `champion` to a version that passed the gate
+(aliases, never the deprecated stages); `rollback` moves it back to the previous champion.
+
+Every move of `champion` is one run of the audit experiment `rakuten-product-classifier-audit`
+(tags `audit.*`: action, version, previous version, who, why, when): it lives in the tracking
+backend, so it survives restarts, and rollback reads it. A move's run is FINISHED only once the
+alias has moved, so a failed move leaves no record. The versions also carry `champion_since`,
+`champion_until` and `promoted_by`.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+from mlflow.pyfunc import PyFuncModel
+
+from src.config import GateParams, Params
+from src.data.io import raw_version, write_json
+from src.errors import RakutenError
+from src.models import gate
+from src.models.packaged import MODEL_NAME, load
+from src.models.tracking import (
+    TrainingPaths,
+    TrainingRun,
+    airflow_context,
+    experiment_id,
+    log_batch,
+    log_training,
+    metrics_at,
+    run,
+)
+
+logger = logging.getLogger(__name__)
+
+CHALLENGER: Final = "challenger"
+CHAMPION: Final = "champion"
+AUDIT_EXPERIMENT: Final = f"{MODEL_NAME}-audit"
+GATE_FILE: Final = "gate.json"
+DESCRIPTION: Final = (
+    "Rakuten France product-type classifier: 27 prdtypecodes from a listing's text and photo "
+    "(late fusion of branches). @champion serves; @challenger awaits the gate."
+)
+_NONE: Final = "none"  # tag value for "no version" (tags cannot be empty everywhere)
+_PREDICT_BATCH: Final = 2048
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _missing(error: MlflowException) -> bool:
+    return bool(error.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST))
+
+
+def alias_version(client: MlflowClient, alias: str) -> str | None:
+    """The version an alias points to, or None when it is not set (or no model is registered)."""
+    try:
+        aliases = client.get_registered_model(MODEL_NAME).aliases
+    except MlflowException as error:
+        if _missing(error):
+            return None
+        raise
+    version = aliases.get(alias)
+    return None if version is None else str(version)
+
+
+def _version(client: MlflowClient, version: str | None) -> ModelVersion:
+    """A version by number, or the challenger's; a clear error when there is none."""
+    number = version or alias_version(client, CHALLENGER)
+    if number is None:
+        raise RakutenError(
+            f"{MODEL_NAME} has no @{CHALLENGER}: run `rakuten model register`, or give --version"
+        )
+    try:
+        return client.get_model_version(MODEL_NAME, number)
+    except MlflowException as error:
+        if _missing(error):
+            raise RakutenError(f"{MODEL_NAME} has no version {number}") from None
+        raise
+
+
+def actor(automatic: bool, environ: Mapping[str, str]) -> str:
+    """Who moves an alias: the pipeline (with its Airflow run when there is one) or a person."""
+    if automatic:
+        run_id = airflow_context(environ).get("airflow_dag_run_id")
+        return f"pipeline ({run_id})" if run_id else "pipeline"
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "unknown"
+
+
+def _ensure_registered_model(client: MlflowClient) -> None:
+    """Create the registered model on first use."""
+    try:
+        client.get_registered_model(MODEL_NAME)
+    except MlflowException as error:
+        if not _missing(error):
+            raise
+        client.create_registered_model(MODEL_NAME, description=DESCRIPTION)
+
+
+def register_challenger(client: MlflowClient, training: TrainingRun) -> str:
+    """Register a logged model as a new version with alias `challenger` and its scores as tags."""
+    _ensure_registered_model(client)
+    tags = {**{k: repr(v) for k, v in training.scores.items()}, **training.lineage}
+    created = client.create_model_version(
+        MODEL_NAME,
+        source=f"models:/{training.model_id}",
+        run_id=training.run_id,
+        tags=tags,
+        description=f"pipeline run {training.run_id}",
+        model_id=training.model_id,
+    )
+    version = str(created.version)
+    client.set_registered_model_alias(MODEL_NAME, CHALLENGER, version)
+    logger.info("registered %s version %s as @%s", MODEL_NAME, version, CHALLENGER)
+    return version
+
+
+def _registered_by_airflow_run(client: MlflowClient, context: Mapping[str, str]) -> str | None:
+    """The version an earlier try of this Airflow run registered, if any."""
+    dag_id, run_id = context.get("airflow_dag_id"), context.get("airflow_dag_run_id")
+    if not dag_id or not run_id:
+        return None
+    quote = "''"
+    found = client.search_model_versions(
+        f"name = '{MODEL_NAME}' and tags.airflow_dag_id = '{dag_id.replace(chr(39), quote)}' "
+        f"and tags.airflow_dag_run_id = '{run_id.replace(chr(39), quote)}'"
+    )
+    return max((str(v.version) for v in found), key=int, default=None)
+
+
+def register(
+    client: MlflowClient, paths: TrainingPaths, params: Params, environ: Mapping[str, str]
+) -> dict[str, Any]:
+    """Track a pipeline run and register its model as @challenger (once per Airflow run)."""
+    earlier = _registered_by_airflow_run(client, airflow_context(environ))
+    if earlier is None:
+        training = log_training(client, paths, params, environ)
+        version = register_challenger(client, training)
+        run_id, model_id, scores = training.run_id, training.model_id, training.scores
+    else:
+        client.set_registered_model_alias(MODEL_NAME, CHALLENGER, earlier)
+        logger.info("this Airflow run already registered version %s; kept it", earlier)
+        found = client.get_model_version(MODEL_NAME, earlier)
+        version, run_id = earlier, str(found.run_id)
+        model_id = str(found.source).removeprefix("models:/")  # the source is the LoggedModel
+        scores = {k: float(v) for k, v in found.tags.items() if k.startswith("test_")}
+    return {
+        "model": MODEL_NAME,
+        "version": version,
+        "alias": CHALLENGER,
+        "run_id": run_id,
+        "model_id": model_id,
+        "scores": scores,
+        "reused": earlier is not None,
+    }
+
+
+def _predict_codes(model: PyFuncModel, inputs: pd.DataFrame) -> np.ndarray:
+    """The product-type code the packaged model predicts for each listing."""
+    parts = [
+        pd.DataFrame(model.predict(inputs.iloc[start : start + _PREDICT_BATCH]))["prdtypecode"]
+        for start in range(0, len(inputs), _PREDICT_BATCH)
+    ]
+    return np.concatenate(parts).astype(np.int64)
+
+
+def _model(client: MlflowClient, version: str) -> PyFuncModel:
+    return load(f"models:/{MODEL_NAME}/{version}", str(client.tracking_uri))
+
+
+def validate(
+    client: MlflowClient,
+    paths: TrainingPaths,
+    params: GateParams,
+    version: str | None = None,
+    data_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Gate a version (default @challenger) against @champion; record the decision and report."""
+    candidate = _version(client, version)
+    number = str(candidate.version)
+    champion = alias_version(client, CHAMPION)
+    compared = champion if champion not in (None, number) else None
+    parts = [gate.pinned_test_rows(paths.processed_dir, paths.raw_dir)]
+    quarantined = 0
+    if data_dir is not None:
+        supplied, quarantined = gate.supplied_rows(data_dir)
+        parts.append(supplied)
+    rows = gate.combine(parts)
+    logger.info("gate: version %s vs champion %s on %d rows", number, compared, len(rows.codes))
+    challenger_codes = _predict_codes(_model(client, number), rows.inputs)
+    champion_codes = (
+        None if compared is None else _predict_codes(_model(client, compared), rows.inputs)
+    )
+    decision = gate.decide(rows, challenger_codes, champion_codes, params)
+    report = {
+        "model": MODEL_NAME,
+        "version": number,
+        "champion_version": compared,
+        **decision,
+        "data": {
+            "raw_version": raw_version(paths.raw_dir),
+            "supplied": None if data_dir is None else str(data_dir.absolute()),
+            "supplied_quarantined": quarantined,
+        },
+        "validated_at": _now(),
+    }
+    report_file = paths.reports_dir / GATE_FILE
+    write_json(report_file, report)
+    gate_run = _log_gate(client, candidate, report, report_file)
+    comparison = decision["comparison"] or {}
+    tags = {
+        "gate.decision": decision["decision"],
+        "gate.reasons": "; ".join(decision["reasons"]) or "all checks passed",
+        "gate.weighted_f1": f"{decision['challenger']['all']['weighted_f1']:.6g}",
+        "gate.champion_version": compared or _NONE,
+        "gate.rows": str(len(rows.codes)),
+        "gate.run_id": gate_run,
+        "gate.validated_at": report["validated_at"],
+    }
+    for key in ("weighted_f1_difference", "ci_low", "ci_high"):
+        if key in comparison:
+            tags[f"gate.{key}"] = f"{comparison[key]:.6g}"
+    for key, value in tags.items():
+        client.set_model_version_tag(MODEL_NAME, number, key, value)
+    for key in candidate.tags.keys() - tags.keys():  # left by an earlier validation
+        if key.startswith("gate."):
+            client.delete_model_version_tag(MODEL_NAME, number, key)
+    logger.info("gate %s for version %s: %s", decision["decision"], number, tags["gate.reasons"])
+    return {
+        "model": MODEL_NAME,
+        "version": number,
+        "champion_version": compared,
+        "decision": decision["decision"],
+        "reasons": decision["reasons"],
+        "weighted_f1": decision["challenger"]["all"]["weighted_f1"],
+        "comparison": decision["comparison"],
+        "rows": decision["rows"],
+        "report": str(report_file),
+        "run_id": gate_run,
+    }
+
+
+def _log_gate(
+    client: MlflowClient, candidate: ModelVersion, report: Mapping[str, Any], report_file: Path
+) -> str:
+    """The gate as a run nested under the version's pipeline run: numbers, thresholds, report."""
+    experiment = experiment_id(client)
+    tags = {"model_version": str(candidate.version), "gate.decision": str(report["decision"])}
+    metrics = {
+        f"challenger_{key}": float(report["challenger"]["all"][key])
+        for key in ("weighted_f1", "macro_f1", "accuracy")
+    }
+    if report["champion"] is not None:
+        metrics |= {
+            f"champion_{key}": float(report["champion"]["all"][key])
+            for key in ("weighted_f1", "macro_f1", "accuracy")
+        }
+        metrics |= {
+            key: float(report["comparison"][key])
+            for key in ("weighted_f1_difference", "ci_low", "ci_high")
+        }
+    params = {f"gate.{k}": v for k, v in report["thresholds"].items()}
+    params |= {"champion_version": report["champion_version"] or _NONE}
+    params |= {"supplied_data": report["data"]["supplied"] or _NONE}
+    name = f"gate v{candidate.version}"
+    with run(client, experiment, name, candidate.run_id or None, tags) as gate_run:
+        log_batch(client, gate_run, metrics_at(metrics), params)
+        client.log_artifact(gate_run, str(report_file))
+    return gate_run
+
+
+def _audit_experiment(client: MlflowClient) -> str:
+    return experiment_id(client, AUDIT_EXPERIMENT)
+
+
+def _move_champion(
+    client: MlflowClient, version: str, previous: str | None, action: str, by: str, reason: str
+) -> dict[str, Any]:
+    """Point @champion at `version`, tag both versions and record the move in the audit log."""
+    at = _now()
+    record = {
+        "action": action,
+        "alias": CHAMPION,
+        "version": version,
+        "previous_version": previous or _NONE,
+        "by": by,
+        "reason": reason,
+        "at": at,
+    }
+    name = f"{action} v{previous or _NONE} -> v{version}"
+    with run(client, _audit_experiment(client), name) as audit:
+        log_batch(client, audit, tags={f"audit.{k}": v for k, v in record.items()})
+        client.set_registered_model_alias(MODEL_NAME, CHAMPION, version)
+        client.set_model_version_tag(MODEL_NAME, version, "champion_since", at)
+        client.set_model_version_tag(MODEL_NAME, version, "promoted_by", by)
+        tags = client.get_model_version(MODEL_NAME, version).tags
+        if "champion_until" in tags:
+            client.delete_model_version_tag(MODEL_NAME, version, "champion_until")
+        if previous is not None:
+            client.set_model_version_tag(MODEL_NAME, previous, "champion_until", at)
+    logger.info("@%s: version %s -> %s (%s by %s)", CHAMPION, previous, version, action, by)
+    return {**record, "previous_version": previous, "audit_run_id": audit}
+
+
+def promote(
+    client: MlflowClient,
+    approval: Literal["auto", "manual"],
+    version: str | None = None,
+    automatic: bool = False,
+    by: str = "unknown",
+) -> dict[str, Any]:
+    """Make a version that passed the gate champion; under manual approval the pipeline asks."""
+    candidate = _version(client, version)
+    number = str(candidate.version)
+    tags = candidate.tags
+    champion = alias_version(client, CHAMPION)
+    decision = tags.get("gate.decision")
+    if decision != "passed":
+        why = tags.get("gate.reasons", "it was never validated: run `rakuten model validate`")
+        raise RakutenError(
+            f"version {number} did not pass the gate ({why}); @{CHAMPION} stays "
+            f"{champion or 'unset'}"
+        )
+    summary = {"model": MODEL_NAME, "version": number, "previous_version": champion}
+    if champion == number:
+        return {**summary, "promoted": False, "reason": f"version {number} is already champion"}
+    gated_against = tags.get("gate.champion_version", _NONE)
+    if gated_against != (champion or _NONE):
+        raise RakutenError(
+            f"version {number} was validated against champion {gated_against}, but the champion "
+            f"is now {champion or _NONE}: run `rakuten model validate --version {number}` again"
+        )
+    if automatic and approval == "manual":
+        client.set_model_version_tag(MODEL_NAME, number, "approval", "awaiting")
+        reason = (
+            f"manual approval (params.yaml promote.approval): version {number} awaits a person: "
+            f"`rakuten model promote --version {number}`"
+        )
+        logger.info(reason)
+        return {**summary, "promoted": False, "reason": reason}
+    reason = f"gate passed with weighted F1 {tags.get('gate.weighted_f1')}"
+    if not automatic:
+        client.set_model_version_tag(MODEL_NAME, number, "approval", f"approved by {by}")
+        reason += f", approved by {by}"
+    moved = _move_champion(client, number, champion, "promote", by, reason)
+    if alias_version(client, CHALLENGER) == number:
+        client.delete_registered_model_alias(MODEL_NAME, CHALLENGER)
+    return {**summary, "promoted": True, "audit_run_id": moved["audit_run_id"]}
+
+
+def champion_history(client: MlflowClient) -> list[dict[str, Any]]:
+    """Every recorded move of @champion, oldest first."""
+    experiment = client.get_experiment_by_name(AUDIT_EXPERIMENT)
+    if experiment is None:
+        return []
+    records = []
+    token = None
+    while True:
+        page = client.search_runs(
+            [experiment.experiment_id],
+            filter_string="attributes.status = 'FINISHED'",
+            max_results=1000,
+            page_token=token,
+        )
+        for found in page:
+            tags = found.data.tags
+            record: dict[str, Any] = {
+                key.removeprefix("audit."): value
+                for key, value in tags.items()
+                if key.startswith("audit.")
+            }
+            if record.get("previous_version") == _NONE:
+                record["previous_version"] = None
+            records.append({**record, "audit_run_id": found.info.run_id})
+        token = page.token
+        if not token:
+            break
+    return sorted(records, key=lambda record: str(record.get("at", "")))
+
+
+def rollback(client: MlflowClient, by: str, reason: str) -> dict[str, Any]:
+    """Return @champion to the version that was champion before the current one, in one step."""
+    champion = alias_version(client, CHAMPION)
+    if champion is None:
+        raise RakutenError(f"{MODEL_NAME} has no @{CHAMPION} to roll back")
+    reigns: list[str] = []  # promotions push a champion, rollbacks pop one
+    for record in champion_history(client):
+        if record["action"] == "promote":
+            reigns.append(record["version"])
+        elif record["action"] == "rollback" and reigns:
+            reigns.pop()
+    if not reigns or reigns[-1] != champion:
+        raise RakutenError(
+            f"@{CHAMPION} is version {champion} but the audit log says "
+            f"{reigns[-1] if reigns else 'none'}: it was moved outside `rakuten model`; "
+            f"promote the wanted version with `rakuten model promote --version V`"
+        )
+    if len(reigns) < 2:
+        raise RakutenError(f"version {champion} is the first champion: there is none to go back to")
+    target = reigns[-2]
+    _version(client, target)
+    moved = _move_champion(client, target, champion, "rollback", by, reason)
+    client.set_model_version_tag(MODEL_NAME, champion, "rolled_back_at", moved["at"])
+    return {
+        "model": MODEL_NAME,
+        "version": target,
+        "previous_version": champion,
+        "audit_run_id": moved["audit_run_id"],
+    }

@@ -1,0 +1,102 @@
+"""The model steps: train branches, fuse and package them, evaluate on the pinned test split.
+
+Each step reads the processed dataset (`make_dataset`'s output) with the raw snapshot for the
+photos, and writes under `models_dir`: `branches/<name>/` (one fitted branch each), then
+`packaged/` (the MLflow pyfunc model of the fused branches). Evaluation writes `reports/`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Final
+
+from src.config import Params
+from src.data.io import raw_version, write_json
+from src.errors import RakutenError
+from src.models import evaluate as evaluation
+from src.models.branch import Branch, branch_class
+from src.models.data import load_split
+from src.models.fusion import FusedModel, fit_fusion
+from src.models.packaged import fused_model_dir, package
+
+logger = logging.getLogger(__name__)
+
+BRANCHES_DIR: Final = "branches"
+PACKAGED_DIR: Final = "packaged"
+SUMMARY_FILE: Final = "summary.json"
+
+
+def train_branches(
+    processed_dir: Path,
+    raw_dir: Path,
+    models_dir: Path,
+    params: Params,
+    names: list[str] | None = None,
+) -> dict[str, Any]:
+    """Fit the named branches (default: those enabled in params) and save each one."""
+    names = names or list(params.train.branches)
+    train = load_split(processed_dir, raw_dir, "train")
+    val = load_split(processed_dir, raw_dir, "val")
+    summaries = {}
+    for name in names:
+        cls = branch_class(name)
+        block = getattr(params, name, None)
+        if block is None:
+            raise RakutenError(f"params.yaml has no `{name}` block for branch {name}")
+        logger.info("training branch %s on %d rows (%d for validation)", name, len(train), len(val))
+        branch = cls(block)
+        summary = {"branch": name, "raw_version": raw_version(raw_dir), **branch.fit(train, val)}
+        directory = models_dir / BRANCHES_DIR / name
+        branch.save(directory)
+        write_json(directory / SUMMARY_FILE, summary)
+        summaries[name] = summary
+    return summaries
+
+
+def _trained(models_dir: Path, names: tuple[str, ...]) -> dict[str, Branch]:
+    """Load trained branches; a missing one is an error that says how to train it."""
+    branches = {}
+    for name in names:
+        directory = models_dir / BRANCHES_DIR / name
+        if not (directory / SUMMARY_FILE).is_file():
+            raise RakutenError(f"branch {name} is not trained: run `rakuten train --branch {name}`")
+        branches[name] = branch_class(name).load(directory)
+    return branches
+
+
+def fuse_branches(
+    processed_dir: Path, raw_dir: Path, models_dir: Path, params: Params
+) -> dict[str, Any]:
+    """Fit the fusion weights on val and package the fused model as an MLflow pyfunc model."""
+    branches = _trained(models_dir, params.train.branches)
+    val = load_split(processed_dir, raw_dir, "val")
+    fused = fit_fusion(branches, val, params.fusion.weight_step)
+    package(fused, params.make_dataset.lowercase, models_dir / PACKAGED_DIR)
+    return {"weights": fused.weights, "packaged": str(models_dir / PACKAGED_DIR)}
+
+
+def evaluate_models(
+    processed_dir: Path, raw_dir: Path, models_dir: Path, reports_dir: Path
+) -> dict[str, Any]:
+    """Score each branch and the fused model on the pinned test split; write `reports_dir`."""
+    fused = _load_fused(models_dir)
+    test = load_split(processed_dir, raw_dir, "test")
+    probabilities = fused.branch_probabilities(test)
+    probabilities["fused"] = fused.predict_proba(test)
+    report = evaluation.write_report(test["prdtypecode"].to_numpy(), probabilities, reports_dir)
+    headline = {
+        name: {k: scores[k] for k in ("weighted_f1", "macro_f1", "accuracy", "coverage")}
+        for name, scores in report.items()
+    }
+    logger.info("test scores: %s", json.dumps(headline))
+    return {"raw_version": raw_version(raw_dir), "rows": len(test), "scores": headline}
+
+
+def _load_fused(models_dir: Path) -> FusedModel:
+    """The fused model inside the packaged pyfunc model."""
+    directory = fused_model_dir(models_dir / PACKAGED_DIR)
+    if not directory.is_dir():
+        raise RakutenError(f"no packaged model in {models_dir / PACKAGED_DIR}: run `rakuten fuse`")
+    return FusedModel.load(directory)
