@@ -6,9 +6,12 @@ one thread per core): `TfidfTextBranch.fit` with `trials: 0` (the params.yaml co
 search) against the same TF-IDF + calibrated LinearSVC written out in plain scikit-learn, fitted
 on the same rows, in alternating rounds; then text-only batch inference on the raw test
 listings (`products_from_listings` + `predict_proba`). Also scores both, and a bare
-TfidfVectorizer + LinearSVC, on the pinned test split.
+TfidfVectorizer + LinearSVC, on the pinned test split; and times the neural text branch
+(params.yaml's `text_cnn`) for `--cnn-epochs` epochs and its inference on the same listings, so
+that the fused model's text-only cost is known.
 Budget (issue: models): fit < 120 s and <= 1.5x plain scikit-learn; >= 2,000 products/s.
 Usage: uv run python bench/bench_text.py [--rows 84916] [--test-rows 13812] [--cores 2]
+       [--rounds 2] [--cnn-epochs 1]
 """
 
 from __future__ import annotations
@@ -40,8 +43,9 @@ from src.data.io import read_raw_csv
 from src.data.layout import X_TEST_FILE
 from src.data.make_dataset import make_dataset
 from src.data.synth import synthesize
-from src.models.branch import CLASSES
+from src.models.branch import CLASSES, Branch
 from src.models.data import load_split, products_from_listings
+from src.models.text_neural import NeuralTextBranch
 from src.models.text_tfidf import FRENCH_STOP_WORDS, TOKEN_PATTERN, TfidfTextBranch
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -90,10 +94,12 @@ def main() -> None:
     parser.add_argument("--test-rows", type=int, default=13_812)
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2, help="alternating fits of each")
+    parser.add_argument("--cnn-epochs", type=int, default=1, help="0: leave text_cnn out")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[: args.cores]))
-    config = load_params(PARAMS).text_tfidf.model_copy(update={"trials": 0, "n_jobs": args.cores})
+    params = load_params(PARAMS)
+    config = params.text_tfidf.model_copy(update={"trials": 0, "n_jobs": args.cores})
     work = Path(tempfile.mkdtemp(prefix="bench-text-"))
     try:
         raw, processed = work / "raw", work / "processed"
@@ -127,16 +133,22 @@ def main() -> None:
         ),
     }
 
-    inference = []
-    for _ in range(3):
-        started = time.perf_counter()
-        products = products_from_listings(listings)
-        cleaned = time.perf_counter()
-        branch.predict_proba(products)
-        done = time.perf_counter()
-        inference.append({"clean": cleaned - started, "predict": done - cleaned})
+    with tempfile.TemporaryDirectory(prefix="bench-text-model-") as saved:
+        branch.save(Path(saved))
+        model_mib = sum(f.stat().st_size for f in Path(saved).iterdir()) / 1024**2
+    inference = _inference(branch, listings)
     best = min(inference, key=lambda run: run["clean"] + run["predict"])
     per_second = len(listings) / (best["clean"] + best["predict"])
+    cnn: dict[str, Any] = {}
+    if args.cnn_epochs:
+        neural = NeuralTextBranch(params.text_cnn.model_copy(update={"epochs": args.cnn_epochs}))
+        started = time.perf_counter()
+        history = neural.fit(train, val)["history"]
+        cnn["fit_seconds_per_epoch"] = (time.perf_counter() - started) / len(history)
+        cnn["inference_seconds"] = _inference(neural, listings)
+        cnn["products_per_second"] = len(listings) / min(
+            run["clean"] + run["predict"] for run in cnn["inference_seconds"]
+        )
 
     ratio = min(fits["branch"]) / min(fits["sklearn"])
     difference = np.abs(test_proba - _in_classes(plain, plain_proba)).max()
@@ -151,6 +163,17 @@ def main() -> None:
         f"| inference, {len(listings)} listings, s | {best['clean']:.2f} clean + "
         f"{best['predict']:.2f} predict | |",
         f"| inference, products/s | {per_second:.0f} | >= 2000 |",
+        *(
+            [
+                f"| text_cnn fit, s per epoch | {cnn['fit_seconds_per_epoch']:.1f} | |",
+                f"| text_cnn inference, products/s | {cnn['products_per_second']:.0f} | |",
+                "| both text branches, products/s | "
+                f"{1 / (1 / per_second + 1 / cnn['products_per_second']):.0f} | |",
+            ]
+            if cnn
+            else []
+        ),
+        f"| saved branch, MiB | {model_mib:.0f} | |",
         f"| peak RSS, MiB | {peak_mib:.0f} | |",
         *(f"| test weighted F1, {name} | {score:.4f} | |" for name, score in quality.items()),
         f"| largest probability difference, branch vs sklearn | {difference:.1e} | |",
@@ -169,11 +192,25 @@ def main() -> None:
         "ratio": ratio,
         "inference_seconds": inference,
         "products_per_second": per_second,
+        "text_cnn": cnn,
+        "saved_branch_mib": model_mib,
         "peak_rss_mib": peak_mib,
         "test_weighted_f1": quality,
         "largest_probability_difference": difference,
     }
     print(f"written to {write_result('text', payload)}")
+
+
+def _inference(branch: Branch, listings: pd.DataFrame) -> list[dict[str, float]]:
+    """Three timed runs of raw listings -> products -> probabilities."""
+    runs = []
+    for _ in range(3):
+        started = time.perf_counter()
+        products = products_from_listings(listings)
+        cleaned = time.perf_counter()
+        branch.predict_proba(products)
+        runs.append({"clean": cleaned - started, "predict": time.perf_counter() - cleaned})
+    return runs
 
 
 def _in_classes(pipeline: Pipeline, proba: np.ndarray) -> np.ndarray:

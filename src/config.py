@@ -195,7 +195,7 @@ class TextTfidfParams(_Block):
     C: float = Field(1.0, gt=0)  # inverse regularisation strength of the LinearSVC
     penalty: Literal["l1", "l2"] = "l2"
     calibration_folds: int = Field(3, ge=2)  # sigmoid calibration, one LinearSVC per fold
-    n_jobs: int = Field(0, ge=0)  # threads fitting the folds; 0: one per CPU core
+    n_jobs: int = Field(0, ge=0)  # processes fitting the folds; 0: one per CPU core
     seed: int = 0
 
     @model_validator(mode="after")

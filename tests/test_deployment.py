@@ -68,7 +68,8 @@ def test_deployments_go_dev_then_staging_then_prod_with_platform_secrets() -> No
 
 # A value on the same line (an empty `KEY=` is no secret); a `SecretStr` annotation is a type.
 SECRET_VALUE = re.compile(
-    r"(?i)\b\w*(password|secret|token|access_key)\w*[ \t]*[:=][ \t]*['\"]?"
+    # A key that ends in a secret's name (db_password, api_token; not token_pattern) set to a value.
+    r"(?i)\b\w*(password|secret|token|access_key)[ \t]*[:=][ \t]*['\"]?"
     r"(?![$<{]|SecretStr\b)[A-Za-z0-9/+_-]{8,}"
 )
 

@@ -113,7 +113,7 @@ def _words(ngrams: tuple[int, int], max_features: int | None) -> TfidfVectorizer
 
 
 def _threads(config: TextTfidfParams) -> int:
-    """Threads fitting the calibration folds: as configured, or one per usable CPU core."""
+    """Worker processes fitting the calibration folds: as configured, or one per usable core."""
     return config.n_jobs or len(os.sched_getaffinity(0))
 
 
@@ -138,13 +138,14 @@ def calibration_folds(
 
 
 def fit_pipeline(config: TextTfidfParams, train: pd.DataFrame) -> Pipeline:
-    """Fit one configuration on `train` (folds in threads: liblinear releases the GIL)."""
+    """Fit one configuration on `train` (calibration folds in worker processes)."""
     codes = train["prdtypecode"].to_numpy()
     pipeline = build_pipeline(
         config, calibration_folds(codes, config.calibration_folds, config.seed)
     )
-    with joblib.parallel_config(backend="threading"):
-        pipeline.fit(train[TEXT_COLUMNS], codes)
+    # Processes, not threads: liblinear seeds one process-wide random generator, so folds fitted
+    # in threads of one process interleave its draws and the fit stops being reproducible.
+    pipeline.fit(train[TEXT_COLUMNS], codes)
     return pipeline
 
 

@@ -12,14 +12,25 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import mlflow
 import pytest
 from mlflow import MlflowClient
 
 from src.models.tracking import tracking_client
 
 SERVER_START_SECONDS = 180  # ~30-50 s on the development machine
+
+
+@pytest.fixture(autouse=True)
+def _restore_mlflow_uris() -> Iterator[None]:
+    """A test that points MLflow's process default somewhere puts it back afterwards."""
+    tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    yield
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(registry)
 
 
 @pytest.fixture(scope="session")
@@ -60,13 +71,24 @@ def _healthy(url: str) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class MlflowServer:
+    """A started `mlflow server` process, its URL and its log file."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory, mlflow_template: Path) -> Iterator[str]:
-    """A real `mlflow server` (SQLite backend, proxied local artifacts); yields its URL."""
+def mlflow_server_process(
+    tmp_path_factory: pytest.TempPathFactory, mlflow_template: Path
+) -> Iterator[MlflowServer]:
+    """Start a real `mlflow server` (SQLite backend, proxied local artifacts) without waiting
+    for it: it boots in ~30 s, which a fixture can spend on other work."""
     root = tmp_path_factory.mktemp("mlflow-server")
     shutil.copy(mlflow_template, root / "mlflow.db")
     port = _free_port()
-    url = f"http://127.0.0.1:{port}"
     command = [
         sys.executable,
         "-m",
@@ -87,19 +109,26 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory, mlflow_template: Pat
     environ["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     log_path = root / "server.log"
     with log_path.open("wb") as log:
-        server = subprocess.Popen(
+        process = subprocess.Popen(
             command, env=environ, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
-        deadline = time.monotonic() + SERVER_START_SECONDS
-        while not _healthy(url):
-            if server.poll() is not None or time.monotonic() > deadline:
-                tail = log_path.read_text(errors="replace")[-3000:]
-                pytest.fail(f"mlflow server did not start (exit {server.returncode}):\n{tail}")
-            time.sleep(0.5)
-        yield url
+        yield MlflowServer(process, f"http://127.0.0.1:{port}", log_path)
     finally:
-        _stop(server)
+        _stop(process)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(mlflow_server_process: MlflowServer) -> str:
+    """The URL of the real `mlflow server`, once it answers /health."""
+    server = mlflow_server_process
+    deadline = time.monotonic() + SERVER_START_SECONDS
+    while not _healthy(server.url):
+        if server.process.poll() is not None or time.monotonic() > deadline:
+            tail = server.log.read_text(errors="replace")[-3000:]
+            pytest.fail(f"mlflow server did not start (exit {server.process.returncode}):\n{tail}")
+        time.sleep(0.5)
+    return server.url
 
 
 def _stop(server: subprocess.Popen[bytes]) -> None:

@@ -30,12 +30,14 @@ from src.data.ingest import ingest
 from src.data.io import raw_version, read_raw_csv
 from src.data.layout import X_TEST_FILE
 from src.data.make_dataset import make_dataset
+from src.data.synth import synthesize
 from src.errors import RakutenError
 from src.models.lifecycle import AUDIT_EXPERIMENT, champion_history, promote, register, rollback
 from src.models.packaged import CHAMPION_URI, MODEL_NAME, load
 from src.models.predict import model_inputs
 from src.models.tracking import EXPERIMENT, TrainingPaths, tracking_client
 from src.models.train import evaluate_models, fuse_branches, train_branches
+from tests.models.conftest import MlflowServer
 
 ROWS = {"first": 400, "worse": 60, "better": 1600}  # labelled synthetic rows per model
 TRIALS = {"first": 2}  # the first model's branch is searched: its trials become nested runs
@@ -64,8 +66,13 @@ def _write_params(path: Path, params: dict[str, Any]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def pipelines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[TrainingPaths, Path]]:
-    """A trained, fused and evaluated model per quality, with the params file it was made with."""
+def pipelines(
+    tmp_path_factory: pytest.TempPathFactory, mlflow_server_process: MlflowServer
+) -> dict[str, tuple[TrainingPaths, Path]]:
+    """A trained, fused and evaluated model per quality, with the params file it was made with.
+
+    The MLflow server test's process is started first: it boots while the models train.
+    """
     made = {}
     for name, rows in ROWS.items():
         root = tmp_path_factory.mktemp(name)
@@ -249,9 +256,14 @@ def test_the_model_lifecycle(
     # 3. A better one passes; under manual approval the pipeline only asks, a person promotes.
     manual = _write_params(tmp_path / "manual.yaml", _params(ROWS["better"], "manual"))
     assert _ok(rakuten("register", params_file=better_params, paths=better))["version"] == "3"
-    passed = _ok(rakuten("validate", params_file=manual, paths=better))
+    # The gate also scores a labelled dataset the user supplies, in the hub's layout.
+    supplied = tmp_path / "validation"
+    synthesize(supplied, rows=150, test_rows=0, images=False, seed=11, workers=1)
+    passed = _ok(rakuten("validate", "--data", str(supplied), params_file=manual, paths=better))
     assert passed["decision"] == "passed" and passed["champion_version"] == "1"
     assert passed["comparison"]["weighted_f1_difference"] > 0
+    test_rows = rejected["rows"]["pinned_test"]
+    assert passed["rows"] == {"all": test_rows + 150, "pinned_test": test_rows, "supplied": 150}
     asked = _ok(rakuten("promote", "--auto", params_file=manual, paths=better))
     assert asked["promoted"] is False and "awaits a person" in asked["reason"]
     assert client.get_model_version(MODEL_NAME, "3").tags["approval"] == "awaiting"

@@ -173,7 +173,7 @@ def test_learns_the_synthetic_catalogue(synthetic: Splits) -> None:
     assert score > 0.75, summary["history"]
     titles = {
         "Piscine hors-sol tubulaire avec pompe de filtration": 2583,
-        "Lot de 3 mangas One Piece tomes 1 2 3": 2403,
+        "Lot de mangas et bandes dessinées, série complète": 2403,
         "Carte Pokemon rare holo booster": 1160,
         "Drone quadricoptère télécommandé avec caméra": 1300,
     }
