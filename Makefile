@@ -11,7 +11,8 @@ AIRFLOW_VENV := .venv-airflow
 AIRFLOW_LOCK := docker/airflow/requirements.txt
 RAKUTEN := $(VENV)/bin/rakuten
 
-.PHONY: help env airflow-env test lint format run repro bench mlflow lock airflow-lock clean
+.PHONY: help env airflow-env airflow-init test lint format run airflow repro bench mlflow lock \
+	airflow-lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -45,13 +46,28 @@ format: env ## Format the code and fix what ruff can
 test: env airflow-env lint ## Build what is needed, then lint and run the whole test suite
 	$(VENV)/bin/pytest
 
-# The main job: today the data steps; it grows into the full training DAG run.
-DATA_ROOT = $${RAKUTEN_DATA_ROOT:-data}
-run: env ## Build what is needed and run the main job on the settings' data source
-	$(RAKUTEN) data ingest --out $(DATA_ROOT)/raw
-	$(RAKUTEN) data validate $(DATA_ROOT)/raw --interim-dir $(DATA_ROOT)/interim
-	$(RAKUTEN) data make-dataset $(DATA_ROOT)/raw $(DATA_ROOT)/processed \
-		--interim-dir $(DATA_ROOT)/interim
+# Airflow on the embedded defaults: SQLite metadata in .airflow/, the DAGs of dags/, the tasks
+# running `rakuten` from .venv in this folder (RAKUTEN_HOME). The settings (.env) are the tasks'.
+AIRFLOW_HOME ?= $(CURDIR)/.airflow
+AIRFLOW := env AIRFLOW_HOME=$(AIRFLOW_HOME) AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__CORE__PARALLELISM=4 \
+	AIRFLOW__API__HOST=127.0.0.1 RAKUTEN_HOME=$(CURDIR) \
+	PATH=$(CURDIR)/$(AIRFLOW_VENV)/bin:$(CURDIR)/$(VENV)/bin:$$PATH airflow
+RUN_CONF ?= {}
+
+airflow-init: env airflow-env
+	$(RAKUTEN) db upgrade
+	$(AIRFLOW) db migrate > /dev/null
+	$(AIRFLOW) pools set gpu 1 "one slot per GPU: the neural branches" > /dev/null
+
+# The main job: the training DAG end to end, in process (`airflow dags test`).
+run: airflow-init ## Run the training DAG end to end in process (trigger form: RUN_CONF='{...}')
+	$(AIRFLOW) dags test rakuten_training --conf '$(RUN_CONF)'
+
+airflow: airflow-init ## Start Airflow (api-server, scheduler, ...) on 127.0.0.1:8080 with its UI
+	@echo "Airflow UI: http://127.0.0.1:8080 (user admin; the password is printed below and"
+	@echo "kept in $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated)"
+	$(AIRFLOW) standalone
 
 repro: env ## Reproduce the pipeline with DVC (dvc.yaml, params.yaml) into data/
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/dvc repro

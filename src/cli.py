@@ -39,6 +39,11 @@ db_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(db_app, name="db")
+params_app = typer.Typer(
+    help="ML parameters (params.yaml): write a run's own copy with some values changed.",
+    no_args_is_help=True,
+)
+app.add_typer(params_app, name="params")
 model_app = typer.Typer(
     help="The model registry (MLflow): track and register, gate, promote, roll back.",
     no_args_is_help=True,
@@ -117,20 +122,27 @@ def data_ingest(
         callback=_data_source,
         help="hf | hf://OWNER/REPO@REVISION | DIR | synthetic (default: RAKUTEN_DATA_SOURCE).",
     ),
+    revision: str = typer.Option(
+        None, help="Branch, tag or commit of a hub source (default: the source's own, or main)."
+    ),
     out: Path = typer.Option(None, help="Raw snapshot folder (default: RAKUTEN_DATA_ROOT/raw)."),
 ) -> None:
     """Fetch the raw data into a versioned snapshot with MANIFEST.json; unchanged data is skipped.
 
     Prints a JSON summary (folder, version id, whether anything changed) on stdout.
     """
+    from dataclasses import replace
+
+    from src.config import HubSource
     from src.data.ingest import ingest
 
     settings = get_settings()
-    summary = ingest(
-        parse_data_source(source) if source else settings.source,
-        out or settings.data_root / "raw",
-        load_params(),
-    )
+    data_source = parse_data_source(source) if source else settings.source
+    if revision:
+        if not isinstance(data_source, HubSource):
+            raise typer.BadParameter("--revision needs a hub source (hf or hf://OWNER/REPO)")
+        data_source = replace(data_source, revision=revision)
+    summary = ingest(data_source, out or settings.data_root / "raw", load_params())
     typer.echo(json.dumps(summary))
 
 
@@ -266,6 +278,59 @@ def predict(
 
     summary = predict_listings(
         input_csv, output, images, model, get_settings().mlflow_tracking_uri, batch_size
+    )
+    typer.echo(json.dumps(summary))
+
+
+SKIPPED_EXIT_CODE = 99  # what Airflow's bash tasks read as "skipped" (skip_on_exit_code)
+
+
+@app.command("predict-batch")
+def predict_batch(
+    logical_date: datetime = typer.Option(
+        ..., "--date", formats=["%Y-%m-%d"], help="Logical date of the batch (YYYY-MM-DD)."
+    ),
+    alias: str = typer.Option(
+        "champion", help="Registry alias of the model: champion, or challenger (shadow scoring)."
+    ),
+    skip_missing: bool = typer.Option(
+        False,
+        "--skip-missing",
+        help=f"If the alias is not set, say so and exit {SKIPPED_EXIT_CODE} (Airflow: skipped).",
+    ),
+    raw: Path = _RAW,
+    incoming: Path = typer.Option(
+        None, help="New listings, X layout CSVs (default: RAKUTEN_INCOMING_DIR)."
+    ),
+    batch_size: int = typer.Option(2048, min=1, help="Products per model call."),
+) -> None:
+    """Score the listings the model has not scored yet; store them as the batch of DATE.
+
+    The listings are RAW/X_test_update.csv and every CSV in INCOMING. A rerun of a date replaces
+    that date's batch in one transaction. Also writes
+    RAKUTEN_DATA_ROOT/predictions/DATE/NAME-vVERSION.parquet.
+    """
+    from src.db.engine import make_engine
+    from src.models.batch_predict import NoModelError, model_ref
+    from src.models.batch_predict import predict_batch as run_batch
+
+    settings = get_settings()
+    try:
+        model = model_ref(_registry(), alias)
+    except NoModelError as error:
+        if not skip_missing:
+            raise
+        typer.echo(json.dumps({"skipped": f"{error}: nothing to score"}))
+        raise typer.Exit(SKIPPED_EXIT_CODE) from None
+    summary = run_batch(
+        logical_date.date(),
+        model=model,
+        raw_dir=raw or settings.data_root / "raw",
+        incoming_dir=incoming or settings.incoming,
+        predictions_dir=settings.data_root / "predictions",
+        engine=make_engine(),
+        tracking_uri=settings.mlflow_tracking_uri,
+        batch_size=batch_size,
     )
     typer.echo(json.dumps(summary))
 
@@ -439,6 +504,53 @@ def db_counts(output: OutputFormat = _FORMAT) -> None:
     _echo_rows([asdict(counts) for counts in model_version_counts(make_engine())], output)
 
 
+@params_app.command("write")
+def params_write(
+    out: Path = typer.Option(..., help="Parameters file to write (YAML)."),
+    assignments: list[str] = typer.Option(
+        [],
+        "--set",
+        help="BLOCK.KEY=VALUE, the value in YAML (e.g. train.branches=[text_tfidf]); repeatable.",
+    ),
+) -> None:
+    """Write RAKUTEN_PARAMS_FILE's parameters with some values changed, validated, to OUT.
+
+    What a pipeline run trains with, when its trigger form changes some values; point
+    RAKUTEN_PARAMS_FILE at OUT for the run's steps. Prints OUT, its params hash, and the
+    branches to train split into CPU and GPU (neural) ones.
+    """
+    import yaml
+
+    from src.config import override_params
+    from src.data.io import write_atomic
+    from src.models.branch import ACCELERATED, BRANCHES
+    from src.models.tracking import params_hash
+
+    changes = {}
+    for assignment in assignments:
+        name, equals, value = assignment.partition("=")
+        if not equals:
+            raise typer.BadParameter(f"{assignment!r}: expected BLOCK.KEY=VALUE")
+        changes[name.strip()] = yaml.safe_load(value)
+    params = override_params(load_params(), changes)
+    text = yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    write_atomic(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    names = params.train.branches
+    unknown = sorted(set(names) - set(BRANCHES))
+    if unknown:
+        raise RakutenError(f"unknown branch(es) {', '.join(unknown)}; known: {', '.join(BRANCHES)}")
+    summary = {
+        "params_file": str(out),
+        "params_sha256": params_hash(params),
+        "changed": changes,
+        "branches": {
+            "cpu": [name for name in names if name not in ACCELERATED],
+            "gpu": [name for name in names if name in ACCELERATED],
+        },
+    }
+    typer.echo(json.dumps(summary))
+
+
 _REPORTS = typer.Option(None, help="Reports folder (default: RAKUTEN_REPORTS_DIR).")
 _BY = typer.Option(None, help="Who moves the alias (default: your user name, or the pipeline).")
 
@@ -458,6 +570,22 @@ def _registry() -> MlflowClient:
     from src.models.tracking import tracking_client
 
     return tracking_client(get_settings().mlflow_tracking_uri)
+
+
+@model_app.command("changes")
+def model_changes(
+    raw: Path = _RAW,
+    force: bool = typer.Option(False, "--force", help="Train even if nothing changed."),
+) -> None:
+    """Say whether a pipeline run must train: exit 99 if a version was already registered from
+    this data version with these params (Airflow skips training then), 0 otherwise."""
+    from src.models.lifecycle import training_needed
+
+    raw_dir = raw or get_settings().data_root / "raw"
+    summary = training_needed(_registry(), raw_dir, load_params(), force)
+    typer.echo(json.dumps(summary))
+    if not summary["train"]:
+        raise typer.Exit(SKIPPED_EXIT_CODE)
 
 
 @model_app.command("register")
@@ -486,6 +614,9 @@ def model_validate(
     processed: Path = _PROCESSED,
     raw: Path = _RAW,
     reports: Path = _REPORTS,
+    fail: bool = typer.Option(
+        True, "--fail/--no-fail", help="Exit 1 when the gate fails (--no-fail: only record it)."
+    ),
 ) -> None:
     """Gate a version against @champion on the pinned test split (plus --data); exit 1 if failed.
 
@@ -499,7 +630,7 @@ def model_validate(
     paths = _training_paths(processed, raw, None, reports)
     summary = validate(_registry(), paths, load_params().gate, version, data)
     typer.echo(json.dumps(summary))
-    if summary["decision"] != "passed":
+    if fail and summary["decision"] != "passed":
         reasons = "; ".join(summary["reasons"])
         raise RakutenError(f"version {summary['version']} failed the gate: {reasons}")
 
@@ -510,6 +641,11 @@ def model_promote(
     auto: bool = typer.Option(
         False, "--auto", help="The pipeline's step: under manual approval, only ask a person."
     ),
+    skip_failed: bool = typer.Option(
+        False,
+        "--skip-failed",
+        help=f"If the version failed the gate, say why and exit {SKIPPED_EXIT_CODE} (Airflow).",
+    ),
     by: str = _BY,
 ) -> None:
     """Move @champion to a version that passed the gate, recording the move in the audit log.
@@ -517,11 +653,18 @@ def model_promote(
     With params.yaml `promote.approval: manual`, `--auto` leaves the champion and marks the
     version as awaiting approval; a person then runs `rakuten model promote --version V`.
     """
-    from src.models.lifecycle import actor, promote
+    from src.models.lifecycle import GateNotPassedError, actor, promote
 
     approval = load_params().promote.approval
     who = by or actor(auto, os.environ)
-    typer.echo(json.dumps(promote(_registry(), approval, version, auto, who)))
+    try:
+        summary = promote(_registry(), approval, version, auto, who)
+    except GateNotPassedError as error:
+        if not skip_failed:
+            raise
+        typer.echo(json.dumps({"skipped": str(error)}))
+        raise typer.Exit(SKIPPED_EXIT_CODE) from None
+    typer.echo(json.dumps(summary))
 
 
 @model_app.command("rollback")

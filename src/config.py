@@ -8,6 +8,7 @@ reach them (`Settings`, from `RAKUTEN_*` variables and `.env`) and how the ML st
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -82,6 +83,9 @@ class Settings(BaseSettings):
     data_root: Path = Field(Path("data"), description="Root of data/raw, data/processed, ...")
     models_dir: Path = Field(Path("models"), description="Trained branches and packaged model")
     reports_dir: Path = Field(Path("reports"), description="Evaluation metrics and plots")
+    incoming_dir: Path | None = Field(
+        None, description="New listings to score (X layout CSVs); unset: DATA_ROOT/incoming"
+    )
     data_source: str = Field("hf", description="hf | hf://OWNER/REPO@REVISION | DIR | synthetic")
     params_file: Path = Field(Path("params.yaml"), description="ML parameters, one block per stage")
     mlflow_tracking_uri: str = Field("sqlite:///mlruns/mlflow.db", description="MLflow backend")
@@ -105,6 +109,11 @@ class Settings(BaseSettings):
     def _check_data_source(cls, value: str) -> str:
         parse_data_source(value)
         return value
+
+    @property
+    def incoming(self) -> Path:
+        """The folder of new listings that batch prediction scores beside the test listings."""
+        return self.incoming_dir or self.data_root / "incoming"
 
     @property
     def source(self) -> DataSource:
@@ -139,6 +148,7 @@ class MakeDatasetParams(_Block):
     val_fraction: float = Field(0.15, ge=0, lt=1)
     split_salt: str = Field("rakuten-split-v1", min_length=1)
     lowercase: bool = True
+    sample_rows: int | None = Field(None, gt=0)  # labelled rows kept (by productid hash); None: all
 
     @model_validator(mode="after")
     def _check_fractions(self) -> MakeDatasetParams:
@@ -192,7 +202,7 @@ class TextTfidfParams(_Block):
     char_ngram_max: int = Field(5, ge=1, le=8)
     max_features: int | None = Field(100_000, gt=0)  # vocabulary size of each TF-IDF; None: all
     designation_weight: float = Field(1.0, ge=0)  # extra TF-IDF of the title alone; 0: none
-    C: float = Field(1.0, gt=0)  # inverse regularisation strength of the LinearSVC
+    C: float = Field(0.1, gt=0)  # inverse regularisation strength of the LinearSVC
     penalty: Literal["l1", "l2"] = "l2"
     calibration_folds: int = Field(3, ge=2)  # sigmoid calibration, one LinearSVC per fold
     n_jobs: int = Field(0, ge=0)  # processes fitting the folds; 0: one per CPU core
@@ -256,6 +266,20 @@ class Params(_Block):
     text_tfidf: TextTfidfParams = TextTfidfParams()
     text_cnn: TextCnnParams = TextCnnParams()
     image_cnn: ImageCnnParams = ImageCnnParams()
+
+
+def override_params(params: Params, assignments: Mapping[str, Any]) -> Params:
+    """`params` with some values replaced, by dotted name (`text_cnn.epochs`), validated again."""
+    values = params.model_dump(mode="json")
+    for name, value in assignments.items():
+        block, _, key = name.partition(".")
+        if block not in values or not isinstance(values[block], dict) or key not in values[block]:
+            raise RakutenError(f"unknown parameter {name!r}: expected BLOCK.KEY from params.yaml")
+        values[block][key] = value
+    try:
+        return Params.model_validate(values)
+    except ValueError as error:
+        raise RakutenError(f"invalid parameters: {error}") from None
 
 
 def load_params(path: Path | None = None) -> Params:

@@ -23,7 +23,7 @@ from src.config import MakeDatasetParams
 from src.data.classes import PRDTYPECODES
 from src.data.images import OK
 from src.data.io import write_json, write_parquet
-from src.data.split import SPLITS, assign_splits, pinned_to_test
+from src.data.split import SPLITS, assign_splits, pinned_to_test, sample
 from src.data.validate import REPORT_FILE, check_raw
 from src.features.text import text_features
 
@@ -66,6 +66,9 @@ def make_dataset(
     checked = check_raw(raw_dir, interim_dir, workers)
     labelled = _features(checked.labelled, params.lowercase)
     labelled["prdtypecode"] = checked.labelled["prdtypecode"]
+    if params.sample_rows is not None and params.sample_rows < len(labelled):
+        labelled = labelled[sample(labelled["productid"], params.sample_rows, params.split_salt)]
+        logger.info("sample of %d labelled rows kept (make_dataset.sample_rows)", len(labelled))
     split = assign_splits(
         labelled,
         test_fraction=params.test_fraction,

@@ -42,6 +42,20 @@ def _buckets(productids: pd.Series, salt: str) -> np.ndarray:
     )
 
 
+def sample(productids: pd.Series, rows: int, salt: str) -> pd.Series:
+    """Whether each product is among the `rows` kept in a sample: pinned by its id, as the split.
+
+    A product's place in the sample hangs on its own id only, so a larger sample holds a smaller
+    one, and a sampled product keeps its split.
+    """
+    keep = np.zeros(len(productids), dtype=bool)
+    digests = [
+        hashlib.sha256(f"{salt}:sample:{productid}".encode()).digest() for productid in productids
+    ]
+    keep[np.argsort(np.array(digests, dtype=object), kind="stable")[:rows]] = True
+    return pd.Series(keep, index=productids.index, dtype=bool)
+
+
 def pinned_to_test(productids: pd.Series, *, test_fraction: float, salt: str) -> pd.Series:
     """Whether each product's bucket puts it in test, whatever the other rows."""
     test_end = round(test_fraction * BUCKETS)

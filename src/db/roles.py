@@ -24,7 +24,9 @@ from src.db.models import Base, Prediction, PredictionBatch
 logger = logging.getLogger(__name__)
 
 REPLACED_TABLES: Final = (PredictionBatch.__tablename__, Prediction.__tablename__)
-_ATTRIBUTES: Final = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
+# What the schema owner (CREATEROLE, not a superuser) may set; superuser, replication and
+# bypass-RLS are PostgreSQL's defaults and only a superuser could grant or revoke them: checked.
+_ATTRIBUTES: Final = "LOGIN NOCREATEDB NOCREATEROLE"
 
 
 def app_privileges() -> dict[str, tuple[str, ...]]:
@@ -49,10 +51,14 @@ def _execute(connection: Connection, statement: sql.Composable) -> None:
 def _ensure_role(connection: Connection, role: str, password: SecretStr | None) -> bool:
     """Create the login role, or reset its attributes; return whether it was created."""
     row = connection.execute(
-        text("SELECT rolsuper FROM pg_roles WHERE rolname = :role"), {"role": role}
+        text("SELECT rolsuper, rolreplication, rolbypassrls FROM pg_roles WHERE rolname = :role"),
+        {"role": role},
     ).first()
-    if row is not None and row.rolsuper:
-        raise DatabaseError(f"role {role} is a superuser; the store's run-time roles must not be")
+    if row is not None and (row.rolsuper or row.rolreplication or row.rolbypassrls):
+        raise DatabaseError(
+            f"role {role} is a superuser or may replicate or bypass row security; the store's "
+            "run-time roles must not be"
+        )
     verb = "CREATE" if row is None else "ALTER"
     _execute(connection, sql.SQL(f"{verb} ROLE {{}} {_ATTRIBUTES}").format(sql.Identifier(role)))
     if password is not None:

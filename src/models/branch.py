@@ -60,6 +60,9 @@ BRANCHES: Final[dict[str, str]] = {
     "image_cnn": "src.models.image_cnn:ImageBranch",
 }
 
+# Branches that train on a GPU where there is one (the DAG sends them to its `gpu` queue).
+ACCELERATED: Final = frozenset({"text_cnn", "image_cnn"})
+
 
 def branch_class(name: str) -> type[Branch]:
     """The class of a branch by its name in params.yaml."""

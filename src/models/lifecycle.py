@@ -39,10 +39,12 @@ from src.models.tracking import (
     TrainingPaths,
     TrainingRun,
     airflow_context,
+    data_lineage,
     experiment_id,
     log_batch,
     log_training,
     metrics_at,
+    params_hash,
     run,
 )
 
@@ -58,6 +60,10 @@ DESCRIPTION: Final = (
 )
 _NONE: Final = "none"  # tag value for "no version" (tags cannot be empty everywhere)
 _PREDICT_BATCH: Final = 2048
+
+
+class GateNotPassedError(RakutenError):
+    """A version that did not pass the gate cannot be promoted."""
 
 
 def _now() -> str:
@@ -336,7 +342,7 @@ def promote(
     decision = tags.get("gate.decision")
     if decision != "passed":
         why = tags.get("gate.reasons", "it was never validated: run `rakuten model validate`")
-        raise RakutenError(
+        raise GateNotPassedError(
             f"version {number} did not pass the gate ({why}); @{CHAMPION} stays "
             f"{champion or 'unset'}"
         )
@@ -365,6 +371,37 @@ def promote(
     if alias_version(client, CHALLENGER) == number:
         client.delete_registered_model_alias(MODEL_NAME, CHALLENGER)
     return {**summary, "promoted": True, "audit_run_id": moved["audit_run_id"]}
+
+
+def training_needed(
+    client: MlflowClient, raw_dir: Path, params: Params, force: bool = False
+) -> dict[str, Any]:
+    """Whether a pipeline run must train: no version was yet registered from this data version
+    with these ML parameters (its lineage tags say), or training is forced."""
+    data_version = data_lineage(raw_dir)["data_version"]
+    digest = params_hash(params)
+    summary: dict[str, Any] = {"data_version": data_version, "params_sha256": digest}
+    registered: list[ModelVersion] = []
+    try:
+        registered = client.search_model_versions(
+            f"name = '{MODEL_NAME}' and tags.data_version = '{data_version}' "
+            f"and tags.params_sha256 = '{digest}'"
+        )
+    except MlflowException as error:
+        if not _missing(error):
+            raise
+    same = max((str(v.version) for v in registered), key=int, default=None)
+    if force:
+        reason = "training forced"
+    elif same is None:
+        reason = "no model was registered from this data version with these params"
+    else:
+        reason = (
+            f"version {same} was trained on data {data_version[:12]} with params "
+            f"{digest[:12]}, which are unchanged: training skipped (force to retrain)"
+        )
+    logger.info(reason)
+    return {**summary, "train": force or same is None, "same_version": same, "reason": reason}
 
 
 def champion_history(client: MlflowClient) -> list[dict[str, Any]]:

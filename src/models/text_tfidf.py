@@ -156,7 +156,7 @@ def _suggest(trial: optuna.Trial, base: TextTfidfParams) -> dict[str, Any]:
     char_min = trial.suggest_int("char_ngram_min", 1, max(3, base.char_ngram_min))
     char_max_low = max(char_min, min(4, base.char_ngram_max))
     return {
-        "C": trial.suggest_float("C", min(0.05, base.C), max(10.0, base.C), log=True),
+        "C": trial.suggest_float("C", min(0.01, base.C), max(3.0, base.C), log=True),
         "penalty": trial.suggest_categorical("penalty", ["l2", "l1"]),
         "word_ngram_max": trial.suggest_int("word_ngram_max", 1, max(2, base.word_ngram_max)),
         "char_ngram_min": char_min,

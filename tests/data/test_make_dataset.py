@@ -116,6 +116,24 @@ def test_test_products_stay_pinned_across_data_refreshes(
         assert pd.read_parquet(tmp_path / "again" / f"{name}.parquet").equals(first)
 
 
+def test_a_sample_keeps_that_many_rows_each_in_its_own_split(
+    catalogue: Callable[..., pd.DataFrame], write_raw: Callable[..., Path], tmp_path: Path
+) -> None:
+    raw = write_raw(catalogue(540), photos=False)
+
+    def build(sample_rows: int | None) -> pd.Series:
+        out = tmp_path / f"sample-{sample_rows}"
+        params = PARAMS.model_copy(update={"sample_rows": sample_rows})
+        rows = make_dataset(raw, out, params, tmp_path / "interim")["rows"]
+        assert sum(rows[name] for name in SPLITS) == (sample_rows or 540)
+        return _read(out).set_index("productid")["split"]
+
+    whole, small, large = build(None), build(100), build(300)
+    assert set(small.index) < set(large.index) < set(whole.index)
+    assert (large == whole[large.index]).all()  # a sampled product keeps its split
+    assert (small == "test").sum() > 5
+
+
 def test_cli_reads_the_make_dataset_params(
     catalogue: Callable[..., pd.DataFrame],
     write_raw: Callable[..., Path],

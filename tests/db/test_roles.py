@@ -166,6 +166,41 @@ def test_the_schema_owner_is_never_made_a_run_time_role(settings: Settings) -> N
         grant_roles(settings.model_copy(update={"database_app_role": "postgres"}))
 
 
+def test_a_schema_owner_without_superuser_powers_grants_again_and_again(
+    postgres_server: str,
+) -> None:
+    # Production: the store's owner has CREATEROLE only; every deploy runs `rakuten db grant`.
+    suffix = uuid.uuid4().hex[:8]
+    owner = f"rakuten_owner_{suffix}"
+    admin(sql.SQL("CREATE ROLE {} LOGIN CREATEROLE").format(sql.Identifier(owner)))
+    settings = None
+    try:
+        with fresh_database(postgres_server) as url:
+            dbname = str(make_url(url).database)
+            admin(
+                sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+                    *map(sql.Identifier, (dbname, owner))
+                )
+            )
+            admin(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(owner)), dbname)
+            owner_url = make_url(url).set(username=owner).render_as_string(hide_password=False)
+            upgrade(owner_url)
+            settings = Settings(
+                database_url=owner_url,
+                database_admin_url=owner_url,
+                database_app_role=f"rakuten_app_{suffix}",
+                database_app_password=SecretStr("app-secret"),
+                database_analyst_role=f"rakuten_analyst_{suffix}",
+            )
+            first, again = grant_roles(settings), grant_roles(settings)
+            assert first["roles"]["app"]["created"] and not again["roles"]["app"]["created"]
+            for role in (settings.database_app_role, settings.database_analyst_role):
+                _drop_role(role, dbname)
+            admin(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(owner)), dbname)
+    finally:
+        admin(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(owner)))
+
+
 def test_the_two_roles_need_two_names(settings: Settings) -> None:
     same = settings.model_copy(update={"database_analyst_role": settings.database_app_role})
     with pytest.raises(DatabaseError, match="different names"):

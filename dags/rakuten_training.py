@@ -1,0 +1,214 @@
+"""
+### rakuten_training
+
+Nightly (02:00 Europe/Paris) and on demand: pull the catalogue, validate it, build the datasets,
+train each enabled branch, fuse and evaluate, register the model as `@challenger`, gate it
+against `@champion`, promote it, and publish the batch predictions.
+
+* **Trigger form**: data source and revision, sample size, branches, epochs, promotion mode,
+  force. Empty fields keep `params.yaml` and the `RAKUTEN_*` settings. The run's parameters are
+  written to `$RAKUTEN_DATA_ROOT/runs/<run id>/params.yaml` (`configure`'s log shows the changes).
+* **Skip when unchanged**: `changes` skips training (and says why in its log) when a model was
+  already registered from this data version with these parameters, unless *force* is set.
+* **Branches** are mapped: `train_cpu` fits the scikit-learn branches, `train_gpu` the neural ones
+  on the `gpu` queue and pool.
+* **Gate**: a failed gate leaves `promote` skipped; the reasons are in `gate`'s log and XCom and
+  on the model version in MLflow (tags `gate.*`).
+* A promotion updates the Asset `rakuten://models/rakuten-product-classifier/champion`, which
+  schedules `rakuten_batch_predict`.
+
+Every task runs one `rakuten` command (see `rakuten --help`); its JSON summary is the XCom.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from airflow.sdk import CronTriggerTimetable, Param, dag, task
+from rakuten_common import (
+    CHAMPION_ASSET,
+    DEFAULT_ARGS,
+    GPU_POOL,
+    GPU_QUEUE,
+    RUN_DAY,
+    RUN_PARAMS,
+    TIMEZONE,
+    rakuten,
+)
+
+BRANCH_NAMES = ["text_tfidf", "text_cnn", "image_cnn"]
+RAW = '"$RAKUTEN_DATA_ROOT/raw"'
+INTERIM = '--interim-dir "$RAKUTEN_DATA_ROOT/interim"'
+
+
+def _settings(params: dict[str, Any]) -> list[str]:
+    """`rakuten params write --set` arguments for the trigger form's non-empty fields."""
+    changes: dict[str, Any] = {}
+    if params.get("branches"):
+        changes["train.branches"] = params["branches"]
+    if params.get("epochs"):
+        changes["text_cnn.epochs"] = changes["image_cnn.epochs"] = params["epochs"]
+    if params.get("sample_rows"):
+        changes["make_dataset.sample_rows"] = params["sample_rows"]
+    if params.get("promotion"):
+        changes["promote.approval"] = params["promotion"]
+    return [f"--set '{name}={json.dumps(value)}'" for name, value in changes.items()]
+
+
+@dag(
+    dag_id="rakuten_training",
+    schedule=CronTriggerTimetable("0 2 * * *", timezone=TIMEZONE),
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["rakuten", "training", "mlflow"],
+    doc_md=__doc__,
+    params={
+        "data_source": Param(
+            "",
+            type="string",
+            title="Data source",
+            description="hf, hf://OWNER/REPO, a folder in the hub's layout, or synthetic. "
+            "Empty: RAKUTEN_DATA_SOURCE.",
+        ),
+        "data_revision": Param(
+            "",
+            type="string",
+            title="Hub revision",
+            description="Branch, tag or commit of a hub source. Empty: the source's own, or main.",
+        ),
+        "sample_rows": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            title="Sample size",
+            description="Labelled rows to keep, chosen by productid hash. Empty: all.",
+        ),
+        "branches": Param(
+            [],
+            type="array",
+            items={"type": "string", "enum": BRANCH_NAMES},
+            uniqueItems=True,
+            title="Branches",
+            description=f"Branches to train, among {', '.join(BRANCH_NAMES)}. "
+            "Empty: params.yaml's train.branches.",
+        ),
+        "epochs": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            title="Epochs",
+            description="Epochs of the neural branches. Empty: params.yaml's.",
+        ),
+        "promotion": Param(
+            None,
+            type=["null", "string"],
+            enum=[None, "auto", "manual"],
+            title="Promotion",
+            description="auto: a passed gate promotes; manual: a person approves. "
+            "Empty: params.yaml's promote.approval.",
+        ),
+        "force": Param(
+            False,
+            type="boolean",
+            title="Force retrain",
+            description="Train even if the data and the parameters are unchanged.",
+        ),
+    },
+)
+def rakuten_training() -> None:
+    """Wiring of the training pipeline; the work is in the `rakuten` commands."""
+
+    @task.bash
+    def configure(params: dict[str, Any] | None = None) -> str:
+        """Write the run's parameters: params.yaml with the trigger form's changes."""
+        settings = " ".join(_settings(params or {}))
+        return rakuten(f"params write --out {RUN_PARAMS} {settings}")
+
+    @task.bash
+    def ingest(params: dict[str, Any] | None = None) -> str:
+        """Fetch the catalogue into a versioned raw snapshot (unchanged data: nothing fetched)."""
+        params = params or {}
+        source = f"--source '{params['data_source']}'" if params.get("data_source") else ""
+        revision = f"--revision '{params['data_revision']}'" if params.get("data_revision") else ""
+        return rakuten(f"data ingest {source} {revision}", run_params=True)
+
+    @task.bash
+    def validate() -> str:
+        """Check the data contract; quarantine what breaks it and write the quality report."""
+        return rakuten(f"data validate {RAW} {INTERIM}", run_params=True)
+
+    @task.bash
+    def make_dataset() -> str:
+        """Clean the text, check the photos, and split into the pinned train/val/test."""
+        return rakuten(
+            f'data make-dataset {RAW} "$RAKUTEN_DATA_ROOT/processed" {INTERIM}', run_params=True
+        )
+
+    @task.bash
+    def changes(params: dict[str, Any] | None = None) -> str:
+        """Skip training (exit 99) when this data and these parameters were already trained."""
+        force = "--force" if (params or {}).get("force") else ""
+        return rakuten(f"model changes {force}", run_params=True)
+
+    @task
+    def branches(configured: str, device: str) -> list[str]:
+        """The branches to train on a device, `cpu` or `gpu` (from `configure`'s summary)."""
+        names: list[str] = json.loads(configured)["branches"][device]
+        return names
+
+    @task.bash(max_active_tis_per_dagrun=2)
+    def train_cpu(branch: str) -> str:
+        """Fit one scikit-learn branch."""
+        return rakuten(f"train --branch {branch}", run_params=True)
+
+    @task.bash(queue=GPU_QUEUE, pool=GPU_POOL)
+    def train_gpu(branch: str) -> str:
+        """Fit one neural branch, on a GPU worker where there is one."""
+        return rakuten(f"train --branch {branch}", run_params=True)
+
+    @task.bash(trigger_rule="none_failed_min_one_success")
+    def fuse() -> str:
+        """Fit the fusion weights on val and package the fused model (MLflow pyfunc)."""
+        return rakuten("fuse", run_params=True)
+
+    @task.bash
+    def evaluate() -> str:
+        """Score every branch and the fused model on the pinned test split."""
+        return rakuten("evaluate", run_params=True)
+
+    @task.bash
+    def register() -> str:
+        """Track the run in MLflow and register its model as a new version @challenger."""
+        return rakuten("model register", run_params=True)
+
+    @task.bash
+    def gate() -> str:
+        """Gate @challenger against @champion; the decision and reasons go on the version."""
+        return rakuten("model validate --no-fail", run_params=True)
+
+    @task.bash(outlets=[CHAMPION_ASSET])
+    def promote() -> str:
+        """Move @champion to the challenger if it passed the gate (skipped, with why, if not)."""
+        return rakuten("model promote --auto --skip-failed", run_params=True)
+
+    @task.bash(trigger_rule="none_failed")
+    def batch_predict() -> str:
+        """Score the products the champion has not scored yet; store and publish them."""
+        return rakuten(f"predict-batch --date {RUN_DAY} --skip-missing", run_params=True)
+
+    configured = configure()
+    checked = configured >> ingest() >> validate() >> make_dataset() >> changes()
+    cpu = branches.override(task_id="cpu_branches")(configured, "cpu")
+    gpu = branches.override(task_id="gpu_branches")(configured, "gpu")
+    checked >> [cpu, gpu]
+    trained = [train_cpu.expand(branch=cpu), train_gpu.expand(branch=gpu)]
+    packaged = fuse()
+    trained >> packaged
+    packaged >> evaluate() >> register() >> gate() >> promote() >> batch_predict()
+
+
+rakuten_training()
