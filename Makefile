@@ -51,7 +51,8 @@ test: env airflow-env lint ## Build what is needed, then lint and run the whole 
 AIRFLOW_HOME ?= $(CURDIR)/.airflow
 AIRFLOW := env AIRFLOW_HOME=$(AIRFLOW_HOME) AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__CORE__PARALLELISM=4 \
-	AIRFLOW__API__HOST=127.0.0.1 RAKUTEN_HOME=$(CURDIR) \
+	AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__PORT=8080 \
+	AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:8080/execution/ RAKUTEN_HOME=$(CURDIR) \
 	PATH=$(CURDIR)/$(AIRFLOW_VENV)/bin:$(CURDIR)/$(VENV)/bin:$$PATH airflow
 RUN_CONF ?= {}
 
@@ -72,10 +73,14 @@ airflow: airflow-init ## Start Airflow (api-server, scheduler, ...) on 127.0.0.1
 repro: env ## Reproduce the pipeline with DVC (dvc.yaml, params.yaml) into data/
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/dvc repro
 
-bench: env ## Run the benchmarks (see docs/benchmarks.md)
+bench: env airflow-env ## Run the benchmarks, about an hour (see docs/benchmarks.md)
 	$(VENV)/bin/python bench/bench_synth.py
 	$(VENV)/bin/python bench/bench_make_dataset.py
 	$(VENV)/bin/python bench/bench_store.py
+	$(VENV)/bin/python bench/bench_image_pipeline.py
+	$(VENV)/bin/python bench/bench_text.py
+	$(VENV)/bin/python bench/bench_predict_batch.py
+	$(VENV)/bin/python bench/bench_dag.py
 
 # The backend is RAKUTEN_MLFLOW_TRACKING_URI (env or .env) when it is a SQLite URI, else the
 # embedded default; artifacts go beside the database, as the embedded default puts them.

@@ -9,7 +9,8 @@ PostgreSQL database, then the same day again (a rerun replaces the batch); and t
 model's `score` alone on the same listings (the fused text-only inference rate).
 Budget (issues: batch predictions, models): predict-batch < 30 s; >= 2,000 products/s scored.
 Usage: uv run python bench/bench_predict_batch.py [--rows 84916] [--test-rows 13812]
-       [--branches text_tfidf] [--cores 2] [--server postgresql://postgres@127.0.0.1:5432/postgres]
+       [--branches text_tfidf,text_cnn] [--cnn-epochs 2] [--cores 2]
+       [--server postgresql://postgres@127.0.0.1:5432/postgres]
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=84_916)
     parser.add_argument("--test-rows", type=int, default=13_812)
-    parser.add_argument("--branches", default="text_tfidf", help="comma-separated text branches")
+    parser.add_argument("--branches", default="text_tfidf,text_cnn", help="text branches, a,b")
+    parser.add_argument("--cnn-epochs", type=int, default=2, help="text_cnn's (speed, not quality)")
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--server", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
@@ -67,6 +69,7 @@ def main() -> None:
             ),
             "train": base.train.model_copy(update={"branches": args.branches.split(",")}),
             "text_tfidf": base.text_tfidf.model_copy(update={"trials": 0}),
+            "text_cnn": base.text_cnn.model_copy(update={"epochs": args.cnn_epochs}),
         }
     )
     server = make_url(args.server)

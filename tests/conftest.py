@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from src.db.migrate import upgrade
+from src.models.tracking import tracking_client
 from tests.db.postgres import SERVER_DSN, fresh_database
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -62,3 +63,11 @@ def store_url(database_url: str) -> str:
     """The module's database, migrated to the newest revision."""
     upgrade(database_url)
     return database_url
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty, migrated MLflow SQLite database: creating one takes seconds, copying it none."""
+    database = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    tracking_client(f"sqlite:///{database}").search_experiments()
+    return database

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ from src.data.layout import MANIFEST_FILE as MANIFEST
 from src.data.synth import synthesize
 from src.errors import DataSourceError, RakutenError
 from tests.data.hub_server import HubServer
+from tests.servers import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PARAMS = Params()
@@ -76,12 +76,6 @@ def _repo_files(sample: Path, images_zip: Path) -> dict[str, Path]:
 
 def _expected_photos(sample: Path) -> dict[str, str]:
     return {k: v for k, v in _tree(sample).items() if k.startswith("images/")}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
@@ -275,7 +269,7 @@ def test_a_repo_without_the_csvs_is_refused_and_one_without_photos_is_text_only(
 def test_unreachable_hub_is_a_data_source_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
     with pytest.raises(DataSourceError, match="cannot reach the HuggingFace hub") as raised:
         ingest(HubSource(), tmp_path / "raw", PARAMS)
     assert "\n" not in str(raised.value)
@@ -284,7 +278,7 @@ def test_unreachable_hub_is_a_data_source_error(
 def test_unreachable_hub_fails_fast_with_one_clear_line(tmp_path: Path) -> None:
     env = {
         **os.environ,
-        "HF_ENDPOINT": f"http://127.0.0.1:{_free_port()}",
+        "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}",
         "HF_HUB_CACHE": str(tmp_path / "hf-cache"),
     }
     rakuten = Path(sys.executable).with_name("rakuten")

@@ -38,17 +38,21 @@ def _drop_role(role: str, dbname: str) -> None:
             admin(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
-@pytest.fixture
-def settings(owner_url: str) -> Iterator[Settings]:
-    """Settings naming roles of this test only (roles are server-wide); dropped afterwards."""
-    suffix = uuid.uuid4().hex[:8]
-    settings = Settings(
+def _role_settings(owner_url: str, suffix: str) -> Settings:
+    """Settings whose roles are named for one test (roles are server-wide)."""
+    return Settings(
         database_url=owner_url,
         database_admin_url=owner_url,
         database_app_role=f"rakuten_app_{suffix}",
         database_app_password=SecretStr("app-secret"),
         database_analyst_role=f"rakuten_analyst_{suffix}",
     )
+
+
+@pytest.fixture
+def settings(owner_url: str) -> Iterator[Settings]:
+    """Settings naming roles of this test only; the roles are dropped afterwards."""
+    settings = _role_settings(owner_url, uuid.uuid4().hex[:8])
     try:
         yield settings
     finally:
@@ -173,7 +177,6 @@ def test_a_schema_owner_without_superuser_powers_grants_again_and_again(
     suffix = uuid.uuid4().hex[:8]
     owner = f"rakuten_owner_{suffix}"
     admin(sql.SQL("CREATE ROLE {} LOGIN CREATEROLE").format(sql.Identifier(owner)))
-    settings = None
     try:
         with fresh_database(postgres_server) as url:
             dbname = str(make_url(url).database)
@@ -185,13 +188,7 @@ def test_a_schema_owner_without_superuser_powers_grants_again_and_again(
             admin(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(owner)), dbname)
             owner_url = make_url(url).set(username=owner).render_as_string(hide_password=False)
             upgrade(owner_url)
-            settings = Settings(
-                database_url=owner_url,
-                database_admin_url=owner_url,
-                database_app_role=f"rakuten_app_{suffix}",
-                database_app_password=SecretStr("app-secret"),
-                database_analyst_role=f"rakuten_analyst_{suffix}",
-            )
+            settings = _role_settings(owner_url, suffix)
             first, again = grant_roles(settings), grant_roles(settings)
             assert first["roles"]["app"]["created"] and not again["roles"]["app"]["created"]
             for role in (settings.database_app_role, settings.database_analyst_role):

@@ -189,7 +189,7 @@ def test_shadow_scoring_scores_the_batch_with_the_challenger_when_there_is_one(
 ) -> None:
     uri = registry[0]
     shadow = ["predict-batch", "--date", DAY.isoformat(), "--alias", CHALLENGER]
-    client = MlflowClient(uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     client.delete_registered_model_alias(MODEL_NAME, CHALLENGER)
     try:
         missing = _rakuten(*shadow)

@@ -37,7 +37,7 @@ from src.models.packaged import CHAMPION_URI, MODEL_NAME, load
 from src.models.predict import model_inputs
 from src.models.tracking import EXPERIMENT, TrainingPaths, tracking_client
 from src.models.train import evaluate_models, fuse_branches, train_branches
-from tests.models.conftest import MlflowServer
+from tests.servers import Server
 
 ROWS = {"first": 400, "worse": 60, "better": 1600}  # labelled synthetic rows per model
 TRIALS = {"first": 2}  # the first model's branch is searched: its trials become nested runs
@@ -67,7 +67,7 @@ def _write_params(path: Path, params: dict[str, Any]) -> Path:
 
 @pytest.fixture(scope="module")
 def pipelines(
-    tmp_path_factory: pytest.TempPathFactory, mlflow_server_process: MlflowServer
+    tmp_path_factory: pytest.TempPathFactory, mlflow_server_process: Server
 ) -> dict[str, tuple[TrainingPaths, Path]]:
     """A trained, fused and evaluated model per quality, with the params file it was made with.
 

@@ -1,0 +1,120 @@
+"""DAG integrity: the DAG files import without errors, fast and without ML libraries, and their
+schedules, retries, tags, params and task routing are as the operations guide says."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.dags.conftest import DAGS
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def facts(airflow_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """What tests/dags/dag_facts.py reads from the DAGs, in the Airflow environment."""
+    out = tmp_path_factory.mktemp("dag-facts") / "facts.json"
+    home = out.parent / "airflow"
+    result = subprocess.run(
+        [str(airflow_bin / "python"), str(HERE / "dag_facts.py"), str(DAGS), str(out)],
+        env={
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "PATH": "/usr/bin:/bin",
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    loaded: dict[str, Any] = json.loads(out.read_text())
+    return loaded
+
+
+def test_the_dag_files_import_without_errors_fast_and_without_ml_libraries(
+    facts: dict[str, Any],
+) -> None:
+    assert facts["import_errors"] == {}
+    assert set(facts["dags"]) == {"rakuten_training", "rakuten_batch_predict"}
+    assert facts["heavy_modules"] == []  # no project, pandas, sklearn, keras, mlflow... at parse
+    slow = {name: s for name, s in facts["parse_seconds"].items() if s >= 0.5}
+    assert not slow, f"DAG files that take half a second or more to parse: {slow}"
+
+
+@pytest.mark.parametrize("dag_id", ["rakuten_training", "rakuten_batch_predict"])
+def test_every_dag_is_documented_retried_and_runs_alone(facts: dict[str, Any], dag_id: str) -> None:
+    dag = facts["dags"][dag_id]
+    assert dag["doc_md"] and "rakuten" in dag["tags"]
+    assert dag["catchup"] is False and dag["max_active_runs"] == 1
+    for task_id, task in dag["tasks"].items():
+        assert task["retries"] >= 1 and task["retry_exponential_backoff"], task_id
+        if "Bash" in task["type"]:
+            assert task["skip_on_exit_code"] == [99], task_id  # the CLI's "nothing to do"
+
+
+def test_training_runs_nightly_in_paris_with_a_trigger_form(facts: dict[str, Any]) -> None:
+    dag = facts["dags"]["rakuten_training"]
+    assert dag["cron"] == {
+        "type": "CronTriggerTimetable",
+        "expression": "0 2 * * *",
+        "timezone": "Europe/Paris",
+    }
+    assert set(dag["params"]) == {
+        "data_source",
+        "data_revision",
+        "sample_rows",
+        "branches",
+        "epochs",
+        "promotion",
+        "force",
+    }
+    assert dag["params"]["branches"]["items"]["enum"] == ["text_tfidf", "text_cnn", "image_cnn"]
+    assert dag["params"]["promotion"]["enum"] == [None, "auto", "manual"]
+    assert dag["params"]["force"]["type"] == "boolean"
+    # Empty fields keep params.yaml and the settings: a scheduled run changes nothing.
+    assert dag["param_defaults"] == {
+        "data_source": "",
+        "data_revision": "",
+        "sample_rows": None,
+        "branches": [],
+        "epochs": None,
+        "promotion": None,
+        "force": False,
+    }
+
+
+def test_training_tasks_run_in_order_with_neural_branches_on_the_gpu(
+    facts: dict[str, Any],
+) -> None:
+    tasks = facts["dags"]["rakuten_training"]["tasks"]
+    chain = ["configure", "ingest", "validate", "make_dataset", "changes"]
+    for upstream, downstream in itertools.pairwise(chain):
+        assert downstream in tasks[upstream]["downstream"]
+    for train in ("train_cpu", "train_gpu"):
+        assert tasks[train]["mapped"] and tasks[train]["downstream"] == ["fuse"]
+    assert (tasks["train_gpu"]["queue"], tasks["train_gpu"]["pool"]) == ("gpu", "gpu")
+    assert tasks["train_cpu"]["queue"] != "gpu"
+    chain = ["fuse", "evaluate", "register", "gate", "promote", "batch_predict"]
+    for upstream, downstream in itertools.pairwise(chain):
+        assert tasks[upstream]["downstream"] == [downstream]
+    assert tasks["promote"]["outlets"] == ["rakuten://models/rakuten-product-classifier/champion"]
+    # Publishing runs whether training ran, was skipped (nothing changed) or failed the gate.
+    assert tasks["batch_predict"]["trigger_rule"] == "TriggerRule.NONE_FAILED"
+
+
+def test_batch_predictions_follow_promotions_and_run_daily(facts: dict[str, Any]) -> None:
+    dag = facts["dags"]["rakuten_batch_predict"]
+    assert dag["schedule"] == "AssetOrTimeSchedule"
+    assert dag["assets"] == ["rakuten://models/rakuten-product-classifier/champion"]
+    assert dag["cron"]["expression"] == "0 6 * * *"
+    assert dag["cron"]["timezone"] == "Europe/Paris"
+    tasks = dag["tasks"]
+    assert tasks["score_champion"]["downstream"] == ["agreement", "score_challenger"]
+    assert tasks["score_challenger"]["downstream"] == ["agreement"]
