@@ -4,7 +4,7 @@ Makes the synthetic test set, text only (`rakuten data synth`, not timed), and m
 output for it (the packaged model's columns: prdtypecode, probability, top3 as JSON). Then, in a
 worker process pinned to `--cores` cores, times on a new PostgreSQL database (and on SQLite, for
 comparison): `store_batch` into an empty store, the same batch again (a rerun replaces it), and
-`unscored` for the next day. Scoring itself joins this bench with `rakuten predict-batch`.
+`unscored` for the next day. Scoring and storing together: bench/bench_predict_batch.py.
 Usage: uv run python bench/bench_store.py [--rows 13812] [--cores 2] [--server postgresql://...]
 """
 
