@@ -23,6 +23,7 @@ Every task runs one `rakuten` command (see `rakuten --help`); its JSON summary i
 from __future__ import annotations
 
 import json
+import shlex
 from datetime import datetime
 from typing import Any
 
@@ -54,7 +55,9 @@ def _settings(params: dict[str, Any]) -> list[str]:
         changes["make_dataset.sample_rows"] = params["sample_rows"]
     if params.get("promotion"):
         changes["promote.approval"] = params["promotion"]
-    return [f"--set '{name}={json.dumps(value)}'" for name, value in changes.items()]
+    return [
+        f"--set {shlex.quote(f'{name}={json.dumps(value)}')}" for name, value in changes.items()
+    ]
 
 
 @dag(
@@ -132,8 +135,15 @@ def rakuten_training() -> None:
     def ingest(params: dict[str, Any] | None = None) -> str:
         """Fetch the catalogue into a versioned raw snapshot (unchanged data: nothing fetched)."""
         params = params or {}
-        source = f"--source '{params['data_source']}'" if params.get("data_source") else ""
-        revision = f"--revision '{params['data_revision']}'" if params.get("data_revision") else ""
+        # Quoted: the form's text goes into a shell command.
+        source = (
+            f"--source {shlex.quote(params['data_source'])}" if params.get("data_source") else ""
+        )
+        revision = (
+            f"--revision {shlex.quote(params['data_revision'])}"
+            if params.get("data_revision")
+            else ""
+        )
         return rakuten(f"data ingest {source} {revision}", run_params=True)
 
     @task.bash
