@@ -521,10 +521,9 @@ def params_write(
     """
     import yaml
 
-    from src.config import override_params
+    from src.config import override_params, params_hash
     from src.data.io import write_atomic
     from src.models.branch import ACCELERATED, BRANCHES
-    from src.models.tracking import params_hash
 
     changes = {}
     for assignment in assignments:

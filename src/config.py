@@ -7,6 +7,8 @@ reach them (`Settings`, from `RAKUTEN_*` variables and `.env`) and how the ML st
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -269,6 +271,12 @@ class Params(_Block):
     text_tfidf: TextTfidfParams = TextTfidfParams()
     text_cnn: TextCnnParams = TextCnnParams()
     image_cnn: ImageCnnParams = ImageCnnParams()
+
+
+def params_hash(params: Params) -> str:
+    """sha256 of the canonical ML parameters (sorted JSON), the same for equal params."""
+    canonical = json.dumps(params.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def override_params(params: Params, assignments: Mapping[str, Any]) -> Params:

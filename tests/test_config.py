@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,9 @@ from src.config import (
     Params,
     Settings,
     SyntheticSource,
+    TrainParams,
     load_params,
+    params_hash,
     parse_data_source,
 )
 from src.errors import RakutenError
@@ -94,3 +97,10 @@ def test_an_unknown_parameter_is_refused(tmp_path: Path) -> None:
 def test_a_missing_params_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(RakutenError, match=r"nothing\.yaml"):
         load_params(tmp_path / "nothing.yaml")
+
+
+def test_params_hash_is_canonical() -> None:
+    assert params_hash(Params()) == params_hash(Params.model_validate({}))
+    assert re.fullmatch(r"[0-9a-f]{64}", params_hash(Params()))
+    other = Params(train=TrainParams(branches=("text_tfidf",)))
+    assert params_hash(other) != params_hash(Params())

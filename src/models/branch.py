@@ -12,6 +12,7 @@ Adding a branch means writing one subclass and naming it in `BRANCHES`.
 from __future__ import annotations
 
 import importlib
+import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, Final, Literal, Self
@@ -72,6 +73,23 @@ def branch_class(name: str) -> type[Branch]:
         raise ValueError(f"unknown branch {name!r}; known: {', '.join(BRANCHES)}") from None
     cls: type[Branch] = getattr(importlib.import_module(module), attribute)
     return cls
+
+
+def fit_summary(history: list[dict[str, Any]], started: float) -> dict[str, Any]:
+    """What a Keras branch's `fit` reports of its epochs: count, best (by val loss), history, time.
+
+    `history` has one dict per epoch (`epoch`, `val_loss`, `val_accuracy`, ...); `started` is the
+    fit's `time.perf_counter()` start.
+    """
+    best = min((h for h in history if "val_loss" in h), key=lambda h: h["val_loss"], default=None)
+    return {
+        "epochs": len(history),
+        "best_epoch": None if best is None else best["epoch"],
+        "val_loss": None if best is None else best["val_loss"],
+        "val_accuracy": None if best is None else best["val_accuracy"],
+        "history": history,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
 
 
 def labels_index(codes: pd.Series | np.ndarray) -> np.ndarray:

@@ -31,7 +31,7 @@ import pandas as pd
 from src.config import ImageCnnParams
 from src.errors import MissingWeightsError, RakutenError
 from src.features.images import has_photo
-from src.models.branch import CLASSES, Branch, Modality, labels_index
+from src.models.branch import CLASSES, Branch, Modality, fit_summary, labels_index
 from src.models.image_batches import ImageBatches, prefetched
 
 logger = logging.getLogger(__name__)
@@ -204,9 +204,6 @@ class ImageBranch(Branch):
             self._fine_tune(model, base, batches, val_batches, history)
         self.model = self._float32(model, backbone) if mixed else model
         self.backbone = backbone
-        best = min(
-            (h for h in history if "val_loss" in h), key=lambda h: h["val_loss"], default=None
-        )
         return {
             "backbone": backbone,
             "weights": None if weights is None else str(weights),
@@ -214,12 +211,7 @@ class ImageBranch(Branch):
             "mixed_precision": mixed,
             "train_photos": len(batches.rows),
             "val_photos": 0 if val_batches is None else len(val_batches.rows),
-            "epochs": len(history),
-            "best_epoch": None if best is None else best["epoch"],
-            "val_loss": None if best is None else best["val_loss"],
-            "val_accuracy": None if best is None else best["val_accuracy"],
-            "history": history,
-            "seconds": round(time.perf_counter() - started, 1),
+            **fit_summary(history, started),
         }
 
     def predict_proba(self, products: pd.DataFrame) -> np.ndarray:

@@ -30,7 +30,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.pyfunc import PyFuncModel
 
-from src.config import GateParams, Params
+from src.config import GateParams, Params, params_hash
 from src.data.io import raw_version, write_json
 from src.errors import RakutenError
 from src.models import gate
@@ -44,7 +44,6 @@ from src.models.tracking import (
     log_batch,
     log_training,
     metrics_at,
-    params_hash,
     run,
 )
 

@@ -25,7 +25,7 @@ import pandas as pd
 
 from src.config import TextCnnParams
 from src.errors import RakutenError
-from src.models.branch import CLASSES, Branch, Modality, labels_index
+from src.models.branch import CLASSES, Branch, Modality, fit_summary, labels_index
 from src.models.image_cnn import balanced_class_weights, dtype_policy, gpu_available
 
 logger = logging.getLogger(__name__)
@@ -157,9 +157,6 @@ class NeuralTextBranch(Branch):
             }
             for epoch in range(len(fitted.history["loss"]))
         ]
-        best = min(
-            (h for h in history if "val_loss" in h), key=lambda h: h["val_loss"], default=None
-        )
         return {
             "vocabulary_size": self.vocabulary.size,
             "sequence_length": params.sequence_length,
@@ -167,12 +164,7 @@ class NeuralTextBranch(Branch):
             "train_rows": len(train),
             "val_rows": len(val),
             "classes_in_train": len(self.classes),
-            "epochs": len(history),
-            "best_epoch": None if best is None else best["epoch"],
-            "val_loss": None if best is None else best["val_loss"],
-            "val_accuracy": None if best is None else best["val_accuracy"],
-            "history": history,
-            "seconds": round(time.perf_counter() - started, 1),
+            **fit_summary(history, started),
         }
 
     def predict_proba(self, products: pd.DataFrame) -> np.ndarray:

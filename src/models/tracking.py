@@ -13,7 +13,6 @@ dag/run/try when it runs in an Airflow task. Metrics, params and tags go in batc
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -40,7 +39,7 @@ from mlflow.utils.validation import (
     MAX_PARAMS_TAGS_PER_BATCH,
 )
 
-from src.config import Params
+from src.config import Params, params_hash
 from src.data.io import raw_version
 from src.data.layout import MANIFEST_FILE
 from src.data.validate import REPORT_FILE
@@ -153,12 +152,6 @@ def data_lineage(raw_dir: Path) -> dict[str, str]:
             lineage["hub_repo"] = str(source.get("repo_id"))
             lineage["hub_commit"] = str(source.get("commit"))
     return lineage
-
-
-def params_hash(params: Params) -> str:
-    """sha256 of the canonical ML parameters (sorted JSON), the same for equal params."""
-    canonical = json.dumps(params.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def airflow_context(environ: Mapping[str, str]) -> dict[str, str]:

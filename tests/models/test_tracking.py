@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from src.config import Params, TrainParams
+from src.config import Params, params_hash
 from src.data.layout import MANIFEST_FILE
 from src.models.tracking import (
     airflow_context,
@@ -24,7 +24,6 @@ from src.models.tracking import (
     lineage_tags,
     log_batch,
     log_fit,
-    params_hash,
     run,
     score_metrics,
 )
@@ -110,13 +109,6 @@ def test_airflow_context_comes_from_the_task_environment() -> None:
         "airflow_task_id": "register",
     }
     assert airflow_context({}) == {}
-
-
-def test_params_hash_is_canonical() -> None:
-    assert params_hash(Params()) == params_hash(Params.model_validate({}))
-    assert re.fullmatch(r"[0-9a-f]{64}", params_hash(Params()))
-    other = Params(train=TrainParams(branches=("text_tfidf",)))
-    assert params_hash(other) != params_hash(Params())
 
 
 def test_data_lineage_names_the_hub_commit(tmp_path: Path) -> None:
