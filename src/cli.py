@@ -335,6 +335,35 @@ def predict_batch(
     typer.echo(json.dumps(summary))
 
 
+@app.command("serve")
+def serve(
+    host: str = typer.Option(None, help="Address to listen on (default: RAKUTEN_API_HOST)."),
+    port: int = typer.Option(
+        None, min=1, max=65535, help="Port to listen on (default: RAKUTEN_API_PORT)."
+    ),
+    alias: str = typer.Option(
+        None, help="Registry alias to serve (default: RAKUTEN_API_MODEL_ALIAS)."
+    ),
+) -> None:
+    """Serve the prediction API (POST /predict, docs at /docs) for the model ALIAS points to.
+
+    It follows the alias: a promotion or a rollback is served within RAKUTEN_API_REFRESH_SECONDS.
+    """
+    import uvicorn
+
+    from src.serving.app import create_app
+
+    settings = get_settings()
+    if alias:
+        settings = settings.model_copy(update={"api_model_alias": alias})
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        log_level=settings.log_level.lower(),
+    )
+
+
 class OutputFormat(StrEnum):
     """How the `db` queries print: JSON lines for scripts, or a table for people."""
 

@@ -107,6 +107,13 @@ class Settings(BaseSettings):
     )
     database_analyst_password: SecretStr | None = Field(None, description="Set on analyst role")
     pushgateway_url: str | None = Field(None, description="Prometheus Pushgateway; unset: no push")
+    api_host: str = Field("127.0.0.1", description="Address the prediction API listens on")
+    api_port: int = Field(8000, ge=1, le=65535, description="Port of the prediction API")
+    api_model_alias: str = Field("champion", min_length=1, description="Alias the API serves")
+    api_max_products: int = Field(64, ge=1, description="Most products in one /predict request")
+    api_refresh_seconds: float = Field(
+        60.0, gt=0, description="How often the API checks whether its alias moved"
+    )
     log_level: str = Field("INFO", description="Logging level of the CLI")
 
     @field_validator("data_source")

@@ -46,6 +46,22 @@ class Server:
 
 
 @contextmanager
+def started(
+    command: list[str], log_path: Path, environ: dict[str, str]
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`command` running in its own process group, its output in `log_path`; stopped when the
+    block ends."""
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, env=environ, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        yield process
+    finally:
+        stop(process)
+
+
+@contextmanager
 def started_mlflow_server(root: Path, template: Path) -> Iterator[Server]:
     """A real `mlflow server` (SQLite backend copied from `template`, proxied local artifacts
     under `root`), started without waiting for it; stopped when the block ends."""
@@ -70,14 +86,8 @@ def started_mlflow_server(root: Path, template: Path) -> Iterator[Server]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     environ["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     log_path = root / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command, env=environ, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
+    with started(command, log_path, environ) as process:
         yield Server(process, f"http://127.0.0.1:{port}", log_path)
-    finally:
-        stop(process)
 
 
 def wait_until_healthy(server: Server, path: str = "/health") -> str:

@@ -16,58 +16,31 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-import yaml
 from mlflow import MlflowClient
 from sqlalchemy import Engine, delete, func, select
 from typer.testing import CliRunner, Result
 
 from src.cli import SKIPPED_EXIT_CODE, app
-from src.config import SyntheticSource, get_settings, load_params
-from src.data.ingest import ingest
+from src.config import get_settings
 from src.data.io import raw_version, read_raw_csv
 from src.data.layout import TEST_IMAGE_DIR, X_TEST_FILE
-from src.data.make_dataset import make_dataset
 from src.db.engine import make_engine
 from src.db.models import Base, BatchStatus, Prediction, PredictionBatch, Product
 from src.errors import RakutenError
-from src.models.lifecycle import CHALLENGER, CHAMPION, promote, register, validate
+from src.models.lifecycle import CHALLENGER, CHAMPION
 from src.models.packaged import MODEL_NAME
-from src.models.tracking import TrainingPaths, tracking_client
-from src.models.train import evaluate_models, fuse_branches, train_branches
+from src.models.tracking import TrainingPaths
+from tests.registry import TEXT_PARAMS, trained_registry
 
 DAY, NEXT_DAY = date(2026, 3, 1), date(2026, 3, 2)
-PARAMS = {
-    "synthetic": {"rows": 300, "test_rows": 60, "images": True, "image_size": 32, "seed": 5},
-    "train": {"branches": ["text_tfidf"], "seed": 0},
-    "text_tfidf": {"trials": 0, "max_features": 5000, "n_jobs": 1},
-    "fusion": {"weight_step": 0.5},
-    "gate": {"min_weighted_f1": 0.0, "tolerance": 1.0, "per_class_f1_floor": 0.0},
-}
 
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, TrainingPaths, Path]:
     """A champion (version 1) and a challenger (version 2, the same model registered again) in an
     embedded registry; the pipeline's paths and params file."""
-    root = tmp_path_factory.mktemp("batch")
-    params_file = root / "params.yaml"
-    params_file.write_text(yaml.safe_dump(PARAMS))
-    params = load_params(params_file)
-    paths = TrainingPaths(
-        root / "data" / "processed", root / "data" / "raw", root / "models", root / "reports"
-    )
-    ingest(SyntheticSource(), paths.raw_dir, params)
-    make_dataset(paths.raw_dir, paths.processed_dir, params.make_dataset, root / "interim", 1)
-    train_branches(paths.processed_dir, paths.raw_dir, paths.models_dir, params)
-    fuse_branches(paths.processed_dir, paths.raw_dir, paths.models_dir, params)
-    evaluate_models(paths.processed_dir, paths.raw_dir, paths.models_dir, paths.reports_dir)
-    uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
-    client = tracking_client(uri)
-    register(client, paths, params, {})
-    validate(client, paths, params.gate)
-    promote(client, "auto", automatic=True, by="test")
-    register(client, paths, params, {})
-    return uri, paths, params_file
+    built = trained_registry(tmp_path_factory.mktemp("batch"), TEXT_PARAMS)
+    return built.uri, built.paths, built.params_file
 
 
 @pytest.fixture

@@ -1,0 +1,133 @@
+"""The API's request and response bodies (they make its OpenAPI document at /docs)."""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime
+from typing import Final
+
+from PIL import Image, UnidentifiedImageError
+from pydantic import Base64Bytes, BaseModel, ConfigDict, Field, field_validator
+
+MAX_PHOTO_BYTES: Final = 5 * 1024 * 1024
+MAX_TEXT_CHARS: Final = 20_000  # the longest real descriptions are about 12,000 characters
+
+
+class Listing(BaseModel):
+    """A product as the catalogue lists it: its title, its description and its photo."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    productid: int | None = Field(None, description="The catalogue's id, echoed in the answer")
+    designation: str = Field(
+        min_length=1, max_length=MAX_TEXT_CHARS, description="The product's title"
+    )
+    description: str | None = Field(
+        None, max_length=MAX_TEXT_CHARS, description="Its description (HTML is fine)"
+    )
+    image: Base64Bytes | None = Field(
+        None, description="The photo (JPEG or PNG), base64; without it the text decides alone"
+    )
+
+    @field_validator("designation")
+    @classmethod
+    def _has_text(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("designation is blank")
+        return value
+
+    @field_validator("image")
+    @classmethod
+    def _is_a_photo(cls, value: bytes | None) -> bytes | None:
+        if value is None:
+            return None
+        if len(value) > MAX_PHOTO_BYTES:
+            raise ValueError(f"photo of {len(value)} bytes; at most {MAX_PHOTO_BYTES}")
+        try:
+            with Image.open(io.BytesIO(value)) as photo:
+                photo.verify()
+        except (UnidentifiedImageError, OSError, SyntaxError) as error:
+            raise ValueError(f"image is not a readable photo: {error}") from None
+        return value
+
+
+class PredictRequest(BaseModel):
+    """One or a few listings to classify."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "products": [
+                        {
+                            "productid": 4128438366,
+                            "designation": "Piscine tubulaire hors-sol 300 x 200 cm",
+                            "description": "<p>Structure acier, liner PVC renforcé.</p>",
+                        }
+                    ]
+                }
+            ]
+        },
+    )
+
+    products: list[Listing] = Field(min_length=1)
+
+
+class TypeScore(BaseModel):
+    """A product type and the model's probability for it."""
+
+    prdtypecode: int
+    label: str = Field(description="The type's common name")
+    probability: float
+
+
+class ProductPrediction(TypeScore):
+    """The predicted type of one listing, and the three most likely types."""
+
+    productid: int | None
+    top3: list[TypeScore]
+
+
+class ModelInfo(BaseModel):
+    """The registered model version that answered."""
+
+    name: str
+    version: str
+    alias: str | None
+    run_id: str | None
+    loaded_at: datetime
+
+
+class PredictResponse(BaseModel):
+    """The predictions, in the order of the request's products."""
+
+    model: ModelInfo
+    predictions: list[ProductPrediction]
+
+
+class Readiness(BaseModel):
+    """Whether the API can answer /predict, and why not."""
+
+    ready: bool
+    model: ModelInfo | None
+    problem: str | None
+
+
+class StoredPrediction(BaseModel):
+    """A product's latest prediction from the nightly batches (the predictions store)."""
+
+    productid: int
+    prdtypecode: int
+    label: str
+    probability: float
+    top3: list[TypeScore]
+    logical_date: str
+    batch_id: int
+    model: str
+    version: str
+    alias: str | None
+    dataset_version: str | None
+    imageid: int | None
+    designation: str
+    description: str | None

@@ -1,0 +1,338 @@
+"""The prediction API on a real registry and a real store: what it answers, what it refuses, what
+it records and counts, and how it follows the champion through a promotion and a rollback.
+
+The model is trained once on a small synthetic catalogue (text and photo branches) and registered
+in an embedded MLflow registry; the store is SQLite and PostgreSQL in turn.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import delete, select
+
+from src.config import Settings, load_params
+from src.data.io import read_raw_csv
+from src.data.layout import TEST_IMAGE_DIR, X_TEST_FILE
+from src.db.engine import make_engine
+from src.db.models import ApiRequest, Base
+from src.models.batch_predict import model_ref, predict_batch
+from src.models.branch import CLASSES
+from src.models.data import photo_paths
+from src.models.lifecycle import CHAMPION, promote, rollback, validate
+from src.models.packaged import MODEL_NAME, load
+from src.models.predict import model_inputs
+from src.models.tracking import tracking_client
+from src.serving.app import create_app
+from src.serving.schemas import MAX_PHOTO_BYTES
+from tests.registry import TEXT_PARAMS, Registry, trained_registry
+from tests.servers import free_port
+
+# A photo-only model: the fused answer is the photo's, and uniform for a listing without one.
+PHOTO_PARAMS: dict[str, Any] = {
+    **TEXT_PARAMS,
+    "train": {"branches": ["image_cnn"], "seed": 0},
+    "image_cnn": {"image_size": 32, "conv_filters": [8, 16], "epochs": 1, "augment": False},
+}
+
+
+@pytest.fixture(scope="module")
+def photo_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    """A photo model as @champion."""
+    return trained_registry(tmp_path_factory.mktemp("photo"), PHOTO_PARAMS, versions=1)
+
+
+def _listings(registry: Registry) -> pd.DataFrame:
+    """Test listings of the synthetic catalogue, with their photo files where they have one."""
+    raw = registry.paths.raw_dir
+    frame = read_raw_csv(raw / X_TEST_FILE)
+    frame["image_path"] = photo_paths(frame, raw / TEST_IMAGE_DIR)
+    return frame
+
+
+@pytest.fixture(scope="module")
+def listings(registry: Registry) -> pd.DataFrame:
+    """The text model's test listings."""
+    return _listings(registry)
+
+
+def _settings(registry: Registry, store_url: str) -> Settings:
+    return Settings(mlflow_tracking_uri=registry.uri, database_url=store_url)
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[str]:
+    """The module's store, emptied after the test."""
+    yield store_url
+    engine = make_engine(store_url)
+    with engine.begin() as connection:
+        for table in reversed(Base.metadata.sorted_tables):
+            connection.execute(delete(table))
+    engine.dispose()
+
+
+@pytest.fixture
+def client(registry: Registry, store: str) -> Iterator[TestClient]:
+    """The API on the text model's registry and an empty store, started (model loaded)."""
+    with TestClient(create_app(_settings(registry, store))) as started:
+        yield started
+
+
+def _product(listing: pd.Series, photo: bool = True) -> dict[str, Any]:
+    """A listing as a /predict client sends it."""
+    product: dict[str, Any] = {
+        "productid": int(listing["productid"]),
+        "designation": listing["designation"],
+    }
+    if isinstance(listing["description"], str):
+        product["description"] = listing["description"]
+    if photo and isinstance(listing["image_path"], str):
+        product["image"] = base64.b64encode(Path(listing["image_path"]).read_bytes()).decode()
+    return product
+
+
+def _metrics(client: TestClient) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """The /metrics samples by (name, labels)."""
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def test_predict_answers_as_the_registered_model_does(
+    client: TestClient, registry: Registry, listings: pd.DataFrame
+) -> None:
+    with_photo = listings[listings["image_path"].notna()].head(3)
+    without_photo = listings[listings["image_path"].isna()].head(2)
+    sent = pd.concat([with_photo, without_photo])
+    assert len(with_photo) == 3 and len(without_photo) == 2
+
+    response = client.post(
+        "/predict", json={"products": [_product(row) for _, row in sent.iterrows()]}
+    )
+
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["model"]["name"] == MODEL_NAME
+    assert answer["model"]["version"] == "1" and answer["model"]["alias"] == CHAMPION
+    predictions = answer["predictions"]
+    assert [p["productid"] for p in predictions] == [int(i) for i in sent["productid"]]
+    expected = load(f"models:/{MODEL_NAME}/1", registry.uri).predict(model_inputs(sent, None))
+    assert [p["prdtypecode"] for p in predictions] == expected["prdtypecode"].tolist()
+    assert [p["probability"] for p in predictions] == pytest.approx(
+        expected["probability"].tolist(), abs=1e-6
+    )
+    for prediction in predictions:
+        top3 = prediction["top3"]
+        assert len(top3) == 3 and {t["prdtypecode"] for t in top3} <= set(CLASSES.tolist())
+        assert top3[0]["prdtypecode"] == prediction["prdtypecode"]
+        assert top3[0]["label"] == prediction["label"]
+        probabilities = [t["probability"] for t in top3]
+        assert probabilities == sorted(probabilities, reverse=True)
+
+
+def test_a_photo_sent_as_bytes_counts_as_the_photo_file_does(
+    photo_registry: Registry, store: str
+) -> None:
+    listings = _listings(photo_registry)
+    sent = pd.concat(
+        [
+            listings[listings["image_path"].notna()].head(3),
+            listings[listings["image_path"].isna()].head(1),
+        ]
+    )
+    products = [_product(row) for _, row in sent.iterrows()]
+
+    with TestClient(create_app(_settings(photo_registry, store))) as client:
+        answer = client.post("/predict", json={"products": products})
+
+    assert answer.status_code == 200, answer.text
+    predictions = answer.json()["predictions"]
+    expected = load(f"models:/{MODEL_NAME}/1", photo_registry.uri).predict(model_inputs(sent, None))
+    assert [p["prdtypecode"] for p in predictions] == expected["prdtypecode"].tolist()
+    assert [p["probability"] for p in predictions] == pytest.approx(
+        expected["probability"].tolist(), abs=1e-6
+    )
+    # Without a photo this model has nothing to go on: a uniform answer.
+    assert predictions[-1]["probability"] == pytest.approx(1 / len(CLASSES))
+    for prediction in predictions[:3]:
+        assert prediction["probability"] != pytest.approx(1 / len(CLASSES), abs=1e-9)
+
+
+def test_each_call_is_recorded_with_its_answer(
+    client: TestClient, listings: pd.DataFrame, store: str
+) -> None:
+    row = listings[listings["image_path"].notna()].iloc[0]
+    product = _product(row)
+
+    answer = client.post("/predict", json={"products": [product]}).json()
+
+    engine = make_engine(store)
+    with engine.connect() as connection:
+        recorded = connection.execute(select(ApiRequest)).one()
+    engine.dispose()
+    assert recorded.endpoint == "/predict" and recorded.status_code == 200
+    assert recorded.model_version_id is not None and recorded.duration_ms > 0
+    assert recorded.response == answer
+    stored = recorded.request["products"][0]
+    assert stored["designation"] == product["designation"]
+    # The photo is kept by fingerprint, not by its bytes.
+    photo = base64.b64decode(product["image"])
+    assert stored["image"]["bytes"] == len(photo) and len(stored["image"]["sha256"]) == 64
+
+
+@pytest.mark.parametrize(
+    ("product", "reason"),
+    [
+        ({"designation": "   "}, "designation is blank"),
+        ({"description": "no title"}, "Field required"),
+        ({"designation": "Lampe", "colour": "red"}, "Extra inputs are not permitted"),
+        ({"designation": "Lampe", "image": "not base64!"}, "base64"),
+        ({"designation": "Lampe", "image": base64.b64encode(b"plain text").decode()}, "photo"),
+        ({"designation": "Lampe", "productid": "abc"}, "integer"),
+    ],
+)
+def test_bad_listings_are_refused_with_the_reason_and_not_recorded(
+    client: TestClient, store: str, product: dict[str, Any], reason: str
+) -> None:
+    response = client.post("/predict", json={"products": [product]})
+
+    assert response.status_code == 422
+    assert reason in json.dumps(response.json()["detail"])
+    engine = make_engine(store)
+    with engine.connect() as connection:
+        assert connection.execute(select(ApiRequest)).first() is None
+    engine.dispose()
+
+
+def test_request_size_limits(client: TestClient) -> None:
+    assert client.post("/predict", json={"products": []}).status_code == 422
+    too_many = {"products": [{"designation": "Lampe de chevet"}] * 65}
+    response = client.post("/predict", json=too_many)
+    assert response.status_code == 413
+    assert "at most 64" in response.json()["detail"]
+    huge = base64.b64encode(b"\xff" * (MAX_PHOTO_BYTES + 1)).decode()
+    response = client.post("/predict", json={"products": [{"designation": "x", "image": huge}]})
+    assert response.status_code == 422 and "at most" in response.text
+
+
+def test_metrics_count_requests_and_predicted_types(client: TestClient) -> None:
+    products = [{"designation": "Piscine tubulaire hors-sol"}, {"designation": "Jeu de cartes"}]
+    codes = [
+        p["prdtypecode"]
+        for p in client.post("/predict", json={"products": products}).json()["predictions"]
+    ]
+    client.post("/predict", json={"products": [{"designation": " "}]})
+    client.get("/no/such/route")
+
+    samples = _metrics(client)
+
+    def count(endpoint: str, status: str, method: str = "POST") -> float:
+        labels = frozenset({"endpoint": endpoint, "method": method, "status": status}.items())
+        return samples[("rakuten_api_requests_total", labels)]
+
+    assert count("/predict", "200") == 1 and count("/predict", "422") == 1
+    assert count("unmatched", "404", "GET") == 1
+    predicted = {
+        dict(labels)["prdtypecode"]: value
+        for (name, labels), value in samples.items()
+        if name == "rakuten_api_predictions_total"
+    }
+    assert sum(predicted.values()) == 2 and set(predicted) == {str(code) for code in codes}
+    assert samples[("rakuten_api_prediction_probability_count", frozenset())] == 2
+    assert samples[("rakuten_api_model_loaded", frozenset())] == 1
+    served = frozenset({"name": MODEL_NAME, "version": "1", "alias": CHAMPION}.items())
+    assert samples[("rakuten_api_model_info", served)] == 1
+
+
+def test_the_api_follows_promotion_and_rollback(client: TestClient, registry: Registry) -> None:
+    assert client.get("/model").json()["version"] == "1"
+    registry_client = tracking_client(registry.uri)
+    gate = load_params(registry.params_file).gate
+    validate(registry_client, registry.paths, gate, version="2")
+    promote(registry_client, "auto", version="2", automatic=True, by="test")
+    service = client.app.state.service  # type: ignore[attr-defined]
+    try:
+        service.refresh()  # what the API does every RAKUTEN_API_REFRESH_SECONDS
+        assert client.get("/model").json()["version"] == "2"
+        answer = client.post("/predict", json={"products": [{"designation": "Lampe"}]}).json()
+        assert answer["model"]["version"] == "2"
+    finally:
+        rollback(registry_client, by="test", reason="the test puts version 1 back")
+    service.refresh()
+    assert client.get("/model").json()["version"] == "1"
+    samples = _metrics(client)
+    assert samples[("rakuten_api_model_swaps_total", frozenset())] == 3
+    versions = [
+        dict(labels)["version"]
+        for (name, labels), value in samples.items()
+        if name == "rakuten_api_model_info" and value == 1
+    ]
+    assert versions == ["1"]
+
+
+def test_a_product_scored_in_batch_is_looked_up(
+    client: TestClient, registry: Registry, store: str, tmp_path: Path
+) -> None:
+    registry_client = tracking_client(registry.uri)
+    engine = make_engine(store)
+    predict_batch(
+        date(2026, 3, 1),
+        model=model_ref(registry_client, CHAMPION),
+        raw_dir=registry.paths.raw_dir,
+        incoming_dir=None,
+        predictions_dir=tmp_path,
+        engine=engine,
+        tracking_uri=registry.uri,
+    )
+    engine.dispose()
+    productid = int(read_raw_csv(registry.paths.raw_dir / X_TEST_FILE)["productid"].iloc[0])
+
+    found = client.get(f"/products/{productid}/prediction")
+
+    assert found.status_code == 200, found.text
+    stored = found.json()
+    assert stored["productid"] == productid and stored["version"] == "1"
+    assert stored["logical_date"] == "2026-03-01" and len(stored["top3"]) == 3
+    missing = client.get("/products/1/prediction")
+    assert (
+        missing.status_code == 404 and "no prediction for productid 1" in missing.json()["detail"]
+    )
+
+
+def test_without_a_champion_the_api_is_alive_but_not_ready(
+    tmp_path: Path, store: str, mlflow_template: Path
+) -> None:
+    empty = tmp_path / "mlflow.db"
+    empty.write_bytes(mlflow_template.read_bytes())
+    settings = Settings(mlflow_tracking_uri=f"sqlite:///{empty}", database_url=store)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/health").status_code == 200
+        ready = client.get("/ready")
+        assert ready.status_code == 503
+        assert ready.json()["problem"] == f"{MODEL_NAME} has no @champion: nothing to serve yet"
+        refused = client.post("/predict", json={"products": [{"designation": "Lampe"}]})
+        assert refused.status_code == 503 and "has no @champion" in refused.json()["detail"]
+        assert _metrics(client)[("rakuten_api_model_loaded", frozenset())] == 0
+
+
+def test_a_store_that_is_down_costs_the_record_not_the_answer(registry: Registry) -> None:
+    nowhere = f"postgresql+psycopg://rakuten@127.0.0.1:{free_port()}/rakuten?connect_timeout=2"
+    with TestClient(create_app(_settings(registry, nowhere))) as client:
+        answer = client.post("/predict", json={"products": [{"designation": "Lampe"}]})
+        assert answer.status_code == 200
+        assert _metrics(client)[("rakuten_api_store_errors_total", frozenset())] == 1
+        lookup = client.get("/products/42/prediction")
+        assert lookup.status_code == 503 and "store is unavailable" in lookup.json()["detail"]
