@@ -11,7 +11,7 @@ AIRFLOW_VENV := .venv-airflow
 AIRFLOW_LOCK := docker/airflow/requirements.txt
 RAKUTEN := $(VENV)/bin/rakuten
 
-.PHONY: help env airflow-env airflow-init test lint format run airflow repro bench mlflow lock \
+.PHONY: help env airflow-env airflow-init test lint format run airflow serve repro bench mlflow lock \
 	airflow-lock clean
 
 help: ## List the targets
@@ -69,6 +69,10 @@ airflow: airflow-init ## Start Airflow (api-server, scheduler, ...) on 127.0.0.1
 	@echo "Airflow UI: http://127.0.0.1:8080 (user admin; the password is printed below and"
 	@echo "kept in $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated)"
 	$(AIRFLOW) standalone
+
+serve: env ## Serve the prediction API for @champion on 127.0.0.1:8000 (docs at /docs)
+	$(RAKUTEN) db upgrade
+	$(RAKUTEN) serve
 
 repro: env ## Reproduce the pipeline with DVC (dvc.yaml, params.yaml) into data/
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/dvc repro

@@ -27,23 +27,21 @@ from datetime import date
 from pathlib import Path
 
 import psycopg
+from _champion import make_champion
 from _measure import write_result
 from psycopg import sql
 from sqlalchemy import make_url
 
-from src.config import SyntheticSource, load_params
-from src.data.ingest import ingest
+from src.config import load_params
 from src.data.io import read_raw_csv
 from src.data.layout import X_TEST_FILE
-from src.data.make_dataset import make_dataset
 from src.db.engine import make_engine
 from src.db.migrate import upgrade
 from src.models.batch_predict import model_ref, predict_batch
-from src.models.lifecycle import CHAMPION, register
+from src.models.lifecycle import CHAMPION
 from src.models.packaged import MODEL_NAME, load
 from src.models.predict import model_inputs, score
-from src.models.tracking import TrainingPaths, tracking_client
-from src.models.train import evaluate_models, fuse_branches, train_branches
+from src.models.tracking import tracking_client
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 DAY = date(2026, 3, 1)
@@ -79,16 +77,8 @@ def main() -> None:
     with psycopg.connect(dsn, autocommit=True) as connection:
         connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
     try:
-        paths = TrainingPaths(work / "processed", work / "raw", work / "models", work / "reports")
-        ingest(SyntheticSource(), paths.raw_dir, params)
-        make_dataset(paths.raw_dir, paths.processed_dir, params.make_dataset, work / "interim")
-        train_branches(paths.processed_dir, paths.raw_dir, paths.models_dir, params)
-        fuse_branches(paths.processed_dir, paths.raw_dir, paths.models_dir, params)
-        evaluate_models(paths.processed_dir, paths.raw_dir, paths.models_dir, paths.reports_dir)
-        tracking_uri = f"sqlite:///{work / 'mlruns' / 'mlflow.db'}"
+        tracking_uri, version, paths = make_champion(work, params)
         client = tracking_client(tracking_uri)
-        version = register(client, paths, params, {})["version"]
-        client.set_registered_model_alias(MODEL_NAME, CHAMPION, version)
         store = server.set(database=database).render_as_string(hide_password=False)
         upgrade(store)
         engine = make_engine(store)

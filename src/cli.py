@@ -360,7 +360,8 @@ def serve(
         create_app(settings),
         host=host or settings.api_host,
         port=port or settings.api_port,
-        log_level=settings.log_level.lower(),
+        # The level `--log-level` or RAKUTEN_LOG_LEVEL gave (its access log is at INFO).
+        log_level=logging.getLogger().getEffectiveLevel(),
     )
 
 

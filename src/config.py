@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     api_port: int = Field(8000, ge=1, le=65535, description="Port of the prediction API")
     api_model_alias: str = Field("champion", min_length=1, description="Alias the API serves")
     api_max_products: int = Field(64, ge=1, description="Most products in one /predict request")
+    api_max_request_mib: float = Field(
+        16.0, gt=0, description="Largest /predict body (JSON, photos in base64), in MiB"
+    )
     api_refresh_seconds: float = Field(
         60.0, gt=0, description="How often the API checks whether its alias moved"
     )

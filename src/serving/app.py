@@ -19,10 +19,21 @@ from time import perf_counter
 from typing import Annotated, Any
 
 import pandas as pd
-from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, HTTPException, Request, Response
+from fastapi import (
+    APIRouter,
+    BackgroundTasks,
+    Depends,
+    FastAPI,
+    HTTPException,
+    Path,
+    Request,
+    Response,
+)
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from src.config import Settings, get_settings
 from src.db.engine import DatabaseError, make_engine
@@ -49,14 +60,11 @@ class PredictionService:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.slot = ModelSlot(settings.mlflow_tracking_uri, settings.api_model_alias)
         self.metrics = ApiMetrics()
+        self.slot = ModelSlot(
+            settings.mlflow_tracking_uri, settings.api_model_alias, on_swap=self.metrics.serving
+        )
         self.engine = make_engine(settings.database_url)
-
-    def refresh(self) -> None:
-        """Load the alias's version if it moved, and show it in the metrics."""
-        if self.slot.refresh() and self.slot.current is not None:
-            self.metrics.serving(self.slot.current.ref)
 
     def classify(self, served: ServedModel, listings: list[Listing]) -> list[ProductPrediction]:
         """The served model's predictions for `listings`, in their order."""
@@ -136,6 +144,7 @@ def _service(request: Request) -> PredictionService:
 
 Service = Annotated[PredictionService, Depends(_service)]
 router = APIRouter()
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _NO_MODEL: dict[int | str, dict[str, Any]] = {
     503: {"description": "No model is loaded (none promoted yet, or registry down)"}
 }
@@ -205,15 +214,19 @@ def predict(body: PredictRequest, service: Service, background: BackgroundTasks)
     "/products/{productid}/prediction",
     responses={404: {"description": "Never scored"}, 503: {"description": "Store unavailable"}},
 )
-def stored_prediction(productid: int, service: Service) -> StoredPrediction:
+def stored_prediction(
+    productid: Annotated[int, Path(ge=0, le=2**63 - 1)], service: Service
+) -> StoredPrediction:
     """The product's latest prediction from the batch runs, by the model serving the API's alias."""
     try:
         found = latest_prediction(service.engine, productid, alias=service.slot.alias)
     except NotFoundError as error:
         raise HTTPException(404, str(error)) from None
-    except (SQLAlchemyError, DatabaseError) as error:
+    except (SQLAlchemyError, DatabaseError):
         logger.exception("the predictions store could not be read")
-        raise HTTPException(503, f"the predictions store is unavailable: {error}") from None
+        raise HTTPException(
+            503, "the predictions store is unavailable (details in the API's log)"
+        ) from None
     return StoredPrediction.model_validate(asdict(found))
 
 
@@ -236,16 +249,46 @@ async def _observed(
     finally:
         route = request.scope.get("route")
         endpoint = getattr(route, "path", "unmatched")
+        method = request.method if request.method in _METHODS else "other"
         metrics: ApiMetrics = request.app.state.service.metrics
-        metrics.requests.labels(endpoint, request.method, str(status)).inc()
+        metrics.requests.labels(endpoint, method, str(status)).inc()
         metrics.latency.labels(endpoint).observe(perf_counter() - start)
 
 
-async def _keep_fresh(service: PredictionService) -> None:
-    """Check every RAKUTEN_API_REFRESH_SECONDS whether the alias moved (promotion, rollback)."""
+class RequestSizeLimit:
+    """Refuse a body over `limit` bytes (413), or one of unknown length (411), before reading it."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer 411/413 at once, else pass the request on."""
+        if scope["type"] == "http" and scope["method"] in {"POST", "PUT", "PATCH"}:
+            length = dict(scope["headers"]).get(b"content-length")
+            refusal = None
+            if length is None:
+                refusal = (411, "send the body with a Content-Length")
+            elif not length.isdigit() or int(length) > self.limit:
+                refusal = (
+                    413,
+                    f"request body over {self.limit} bytes (RAKUTEN_API_MAX_REQUEST_MIB)",
+                )
+            if refusal is not None:
+                status, detail = refusal
+                await JSONResponse({"detail": detail}, status_code=status)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+async def _keep_fresh(slot: ModelSlot, every_seconds: float) -> None:
+    """Load the model now, then check every `every_seconds` whether the alias moved."""
     while True:
-        await asyncio.sleep(service.settings.api_refresh_seconds)
-        await run_in_threadpool(service.refresh)
+        try:
+            await run_in_threadpool(slot.refresh)
+        except Exception:  # never let the watcher die: the API would stop following the alias
+            logger.exception("checking @%s failed", slot.alias)
+        await asyncio.sleep(every_seconds)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -254,8 +297,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await run_in_threadpool(service.refresh)
-        watcher = asyncio.create_task(_keep_fresh(service))
+        # Not awaited: the API is up (/health) while the registry is slow or down; /ready tells.
+        watcher = asyncio.create_task(
+            _keep_fresh(service.slot, service.settings.api_refresh_seconds)
+        )
         try:
             yield
         finally:
@@ -272,5 +317,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.service = service
     app.include_router(router)
-    app.middleware("http")(_observed)
+    app.add_middleware(
+        RequestSizeLimit, limit=int(service.settings.api_max_request_mib * 1024 * 1024)
+    )
+    app.middleware("http")(_observed)  # added last, so outermost: it also counts 411 and 413
     return app

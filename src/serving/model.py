@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -34,8 +35,11 @@ class ServedModel:
 class ModelSlot:
     """Holds the served model of one alias; `refresh` loads the alias's version when it moved."""
 
-    def __init__(self, tracking_uri: str, alias: str) -> None:
+    def __init__(
+        self, tracking_uri: str, alias: str, on_swap: Callable[[ModelRef], None] | None = None
+    ) -> None:
         self.alias = alias
+        self._on_swap = on_swap
         self._tracking_uri = tracking_uri
         self._client = tracking_client(tracking_uri)
         self._current: ServedModel | None = None
@@ -61,22 +65,25 @@ class ModelSlot:
                 kept = "; still serving the version loaded before" if self._current else ""
                 logger.warning("%s%s", error, kept)
                 return False
-            except Exception as error:  # the registry's client raises many types when down
-                self.problem = f"model registry unreachable: {error}"
+            except Exception:  # the registry's client raises many types when down
+                self.problem = "the model registry is unreachable (details in the API's log)"
                 logger.exception("could not read @%s from the model registry", self.alias)
                 return False
             if self._current is not None and self._current.ref.version == ref.version:
+                self.problem = None
                 return False
             uri = f"models:/{ref.name}/{ref.version}"
             try:
                 model = load(uri, self._tracking_uri)
-            except Exception as error:  # a broken or unreachable artifact: keep what we have
-                self.problem = f"could not load {uri}: {error}"
+            except Exception:  # a broken or unreachable artifact: keep what we have
+                self.problem = f"could not load {uri} (details in the API's log)"
                 logger.exception("could not load %s", uri)
                 return False
             previous = self._current
             self._current = ServedModel(ref=ref, model=model, loaded_at=datetime.now(UTC))
             self.problem = None
+            if self._on_swap is not None:
+                self._on_swap(ref)
             logger.info(
                 "serving %s v%s (@%s)%s",
                 ref.name,

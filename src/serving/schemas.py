@@ -10,6 +10,8 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import Base64Bytes, BaseModel, ConfigDict, Field, field_validator
 
 MAX_PHOTO_BYTES: Final = 5 * 1024 * 1024
+# The catalogue's photos are 500x500; a larger one costs memory to decode for nothing.
+MAX_PHOTO_PIXELS: Final = 4096 * 4096
 MAX_TEXT_CHARS: Final = 20_000  # the longest real descriptions are about 12,000 characters
 
 
@@ -45,9 +47,14 @@ class Listing(BaseModel):
             raise ValueError(f"photo of {len(value)} bytes; at most {MAX_PHOTO_BYTES}")
         try:
             with Image.open(io.BytesIO(value)) as photo:
+                width, height = photo.size
                 photo.verify()
+        except Image.DecompressionBombError:
+            raise ValueError(f"photo over {MAX_PHOTO_PIXELS} pixels") from None
         except (UnidentifiedImageError, OSError, SyntaxError) as error:
             raise ValueError(f"image is not a readable photo: {error}") from None
+        if width * height > MAX_PHOTO_PIXELS:
+            raise ValueError(f"photo of {width}x{height} pixels; at most {MAX_PHOTO_PIXELS}")
         return value
 
 

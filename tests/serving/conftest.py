@@ -9,6 +9,6 @@ from tests.registry import TEXT_PARAMS, Registry, trained_registry
 
 @pytest.fixture(scope="package")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
-    """@champion is version 1, @challenger version 2 (the same model registered again); a test
-    that moves the aliases puts them back."""
+    """@champion is version 1, version 2 is the same model registered again (@challenger until
+    a test promotes it); a test that promotes a version rolls @champion back to version 1."""
     return trained_registry(tmp_path_factory.mktemp("serving"), TEXT_PARAMS)

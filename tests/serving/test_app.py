@@ -8,7 +8,9 @@ in an embedded MLflow registry; the store is SQLite and PostgreSQL in turn.
 from __future__ import annotations
 
 import base64
+import io
 import json
+import time
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -17,6 +19,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import delete, select
 
@@ -80,11 +83,20 @@ def store(store_url: str) -> Iterator[str]:
     engine.dispose()
 
 
+def _ready(client: TestClient) -> TestClient:
+    """The client once its API has loaded its model (it loads it after start-up)."""
+    deadline = time.monotonic() + 120
+    while client.get("/ready").status_code != 200:
+        assert time.monotonic() < deadline, client.get("/ready").json()
+        time.sleep(0.2)
+    return client
+
+
 @pytest.fixture
 def client(registry: Registry, store: str) -> Iterator[TestClient]:
     """The API on the text model's registry and an empty store, started (model loaded)."""
     with TestClient(create_app(_settings(registry, store))) as started:
-        yield started
+        yield _ready(started)
 
 
 def _product(listing: pd.Series, photo: bool = True) -> dict[str, Any]:
@@ -156,7 +168,7 @@ def test_a_photo_sent_as_bytes_counts_as_the_photo_file_does(
     products = [_product(row) for _, row in sent.iterrows()]
 
     with TestClient(create_app(_settings(photo_registry, store))) as client:
-        answer = client.post("/predict", json={"products": products})
+        answer = _ready(client).post("/predict", json={"products": products})
 
     assert answer.status_code == 200, answer.text
     predictions = answer.json()["predictions"]
@@ -193,6 +205,13 @@ def test_each_call_is_recorded_with_its_answer(
     assert stored["image"]["bytes"] == len(photo) and len(stored["image"]["sha256"]) == 64
 
 
+def _png(width: int, height: int) -> str:
+    """A blank black-and-white PNG, base64: a few kB whatever its size in pixels."""
+    buffer = io.BytesIO()
+    Image.new("1", (width, height)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
 @pytest.mark.parametrize(
     ("product", "reason"),
     [
@@ -202,19 +221,17 @@ def test_each_call_is_recorded_with_its_answer(
         ({"designation": "Lampe", "image": "not base64!"}, "base64"),
         ({"designation": "Lampe", "image": base64.b64encode(b"plain text").decode()}, "photo"),
         ({"designation": "Lampe", "productid": "abc"}, "integer"),
+        ({"designation": "Lampe", "image": _png(5000, 5000)}, "5000x5000 pixels; at most"),
+        ({"designation": "Lampe", "image": _png(20000, 20000)}, "pixels"),  # a decompression bomb
     ],
 )
-def test_bad_listings_are_refused_with_the_reason_and_not_recorded(
-    client: TestClient, store: str, product: dict[str, Any], reason: str
+def test_bad_listings_are_refused_with_the_reason(
+    client: TestClient, product: dict[str, Any], reason: str
 ) -> None:
     response = client.post("/predict", json={"products": [product]})
 
     assert response.status_code == 422
     assert reason in json.dumps(response.json()["detail"])
-    engine = make_engine(store)
-    with engine.connect() as connection:
-        assert connection.execute(select(ApiRequest)).first() is None
-    engine.dispose()
 
 
 def test_request_size_limits(client: TestClient) -> None:
@@ -228,6 +245,19 @@ def test_request_size_limits(client: TestClient) -> None:
     assert response.status_code == 422 and "at most" in response.text
 
 
+def test_bodies_too_large_or_of_unknown_length_are_refused_unread(
+    registry: Registry, store: str
+) -> None:
+    settings = _settings(registry, store).model_copy(update={"api_max_request_mib": 0.01})
+    with TestClient(create_app(settings)) as client:
+        big = {"products": [{"designation": "Lampe " * 2000}]}
+        refused = client.post("/predict", json=big)
+        assert refused.status_code == 413 and "RAKUTEN_API_MAX_REQUEST_MIB" in refused.text
+        chunked = client.post("/predict", content=iter([b'{"products": []}']))
+        assert chunked.status_code == 411
+        assert client.get("/health").status_code == 200
+
+
 def test_metrics_count_requests_and_predicted_types(client: TestClient) -> None:
     products = [{"designation": "Piscine tubulaire hors-sol"}, {"designation": "Jeu de cartes"}]
     codes = [
@@ -236,6 +266,7 @@ def test_metrics_count_requests_and_predicted_types(client: TestClient) -> None:
     ]
     client.post("/predict", json={"products": [{"designation": " "}]})
     client.get("/no/such/route")
+    client.request("XYZZY", "/health")  # any method name: one label for all the odd ones
 
     samples = _metrics(client)
 
@@ -245,6 +276,7 @@ def test_metrics_count_requests_and_predicted_types(client: TestClient) -> None:
 
     assert count("/predict", "200") == 1 and count("/predict", "422") == 1
     assert count("unmatched", "404", "GET") == 1
+    assert count("/health", "405", "other") == 1
     predicted = {
         dict(labels)["prdtypecode"]: value
         for (name, labels), value in samples.items()
@@ -265,13 +297,13 @@ def test_the_api_follows_promotion_and_rollback(client: TestClient, registry: Re
     promote(registry_client, "auto", version="2", automatic=True, by="test")
     service = client.app.state.service  # type: ignore[attr-defined]
     try:
-        service.refresh()  # what the API does every RAKUTEN_API_REFRESH_SECONDS
+        service.slot.refresh()  # what the API does every RAKUTEN_API_REFRESH_SECONDS
         assert client.get("/model").json()["version"] == "2"
         answer = client.post("/predict", json={"products": [{"designation": "Lampe"}]}).json()
         assert answer["model"]["version"] == "2"
     finally:
         rollback(registry_client, by="test", reason="the test puts version 1 back")
-    service.refresh()
+    service.slot.refresh()
     assert client.get("/model").json()["version"] == "1"
     samples = _metrics(client)
     assert samples[("rakuten_api_model_swaps_total", frozenset())] == 3
@@ -306,6 +338,7 @@ def test_a_product_scored_in_batch_is_looked_up(
     stored = found.json()
     assert stored["productid"] == productid and stored["version"] == "1"
     assert stored["logical_date"] == "2026-03-01" and len(stored["top3"]) == 3
+    assert client.get(f"/products/{2**63}/prediction").status_code == 422
     missing = client.get("/products/1/prediction")
     assert (
         missing.status_code == 404 and "no prediction for productid 1" in missing.json()["detail"]
@@ -320,7 +353,10 @@ def test_without_a_champion_the_api_is_alive_but_not_ready(
     settings = Settings(mlflow_tracking_uri=f"sqlite:///{empty}", database_url=store)
     with TestClient(create_app(settings)) as client:
         assert client.get("/health").status_code == 200
-        ready = client.get("/ready")
+        deadline = time.monotonic() + 60
+        while (ready := client.get("/ready")).json()["problem"] == "not loaded yet":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
         assert ready.status_code == 503
         assert ready.json()["problem"] == f"{MODEL_NAME} has no @champion: nothing to serve yet"
         refused = client.post("/predict", json={"products": [{"designation": "Lampe"}]})
@@ -331,7 +367,7 @@ def test_without_a_champion_the_api_is_alive_but_not_ready(
 def test_a_store_that_is_down_costs_the_record_not_the_answer(registry: Registry) -> None:
     nowhere = f"postgresql+psycopg://rakuten@127.0.0.1:{free_port()}/rakuten?connect_timeout=2"
     with TestClient(create_app(_settings(registry, nowhere))) as client:
-        answer = client.post("/predict", json={"products": [{"designation": "Lampe"}]})
+        answer = _ready(client).post("/predict", json={"products": [{"designation": "Lampe"}]})
         assert answer.status_code == 200
         assert _metrics(client)[("rakuten_api_store_errors_total", frozenset())] == 1
         lookup = client.get("/products/42/prediction")
