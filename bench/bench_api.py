@@ -103,7 +103,7 @@ def main() -> None:
             "synthetic": base.synthetic.model_copy(
                 update={"rows": args.rows, "test_rows": args.test_rows, "images": True}
             ),
-            "train": base.train.model_copy(update={"branches": args.branches.split(",")}),
+            "train": base.train.model_copy(update={"branches": tuple(args.branches.split(","))}),
             "text_tfidf": base.text_tfidf.model_copy(update={"trials": 0}),
             "text_cnn": base.text_cnn.model_copy(update={"epochs": args.epochs}),
             "image_cnn": base.image_cnn.model_copy(update={"epochs": args.epochs}),
