@@ -14,7 +14,6 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
-from dataclasses import asdict
 from time import perf_counter
 from typing import Annotated, Any
 
@@ -37,7 +36,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from src.config import Settings, get_settings
 from src.db.engine import DatabaseError, make_engine
-from src.db.queries import NotFoundError, latest_prediction
+from src.db.queries import LatestPrediction, NotFoundError, latest_prediction
 from src.db.store import ModelRef, record_api_request
 from src.serving.metrics import ApiMetrics
 from src.serving.model import ModelSlot, ServedModel
@@ -48,7 +47,6 @@ from src.serving.schemas import (
     PredictResponse,
     ProductPrediction,
     Readiness,
-    StoredPrediction,
     TypeScore,
 )
 
@@ -216,7 +214,7 @@ def predict(body: PredictRequest, service: Service, background: BackgroundTasks)
 )
 def stored_prediction(
     productid: Annotated[int, Path(ge=0, le=2**63 - 1)], service: Service
-) -> StoredPrediction:
+) -> LatestPrediction:
     """The product's latest prediction from the batch runs, by the model serving the API's alias."""
     try:
         found = latest_prediction(service.engine, productid, alias=service.slot.alias)
@@ -227,7 +225,7 @@ def stored_prediction(
         raise HTTPException(
             503, "the predictions store is unavailable (details in the API's log)"
         ) from None
-    return StoredPrediction.model_validate(asdict(found))
+    return found
 
 
 @router.get("/metrics", include_in_schema=False)

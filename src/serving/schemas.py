@@ -119,22 +119,3 @@ class Readiness(BaseModel):
     ready: bool
     model: ModelInfo | None
     problem: str | None
-
-
-class StoredPrediction(BaseModel):
-    """A product's latest prediction from the nightly batches (the predictions store)."""
-
-    productid: int
-    prdtypecode: int
-    label: str
-    probability: float
-    top3: list[TypeScore]
-    logical_date: str
-    batch_id: int
-    model: str
-    version: str
-    alias: str | None
-    dataset_version: str | None
-    imageid: int | None
-    designation: str
-    description: str | None
