@@ -44,7 +44,7 @@ format: env ## Format the code and fix what ruff can
 	$(VENV)/bin/ruff check --fix .
 
 test: env airflow-env lint ## Build what is needed, then lint and run the whole test suite
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n auto --dist loadfile --durations=25
 
 # Airflow on the embedded defaults: SQLite metadata in .airflow/, the DAGs of dags/, the tasks
 # running `rakuten` from .venv in this folder (RAKUTEN_HOME). The settings (.env) are the tasks'.
