@@ -372,3 +372,26 @@ def test_a_store_that_is_down_costs_the_record_not_the_answer(registry: Registry
         assert _metrics(client)[("rakuten_api_store_errors_total", frozenset())] == 1
         lookup = client.get("/products/42/prediction")
         assert lookup.status_code == 503 and "store is unavailable" in lookup.json()["detail"]
+
+
+def test_a_registry_that_is_down_leaves_the_api_alive_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    settings = Settings(
+        mlflow_tracking_uri=f"http://127.0.0.1:{free_port()}",
+        database_url=f"sqlite:///{tmp_path / 'predictions.db'}",
+    )
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/health").status_code == 200
+        deadline = time.monotonic() + 60
+        while (ready := client.get("/ready").json())["problem"] == "not loaded yet":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert ready == {
+            "ready": False,
+            "model": None,
+            "problem": "the model registry is unreachable (details in the API's log)",
+        }
+        assert client.post("/predict", json={"products": [{"designation": "x"}]}).status_code == 503
