@@ -8,10 +8,10 @@ from pathlib import Path
 from src.config import Params, SyntheticSource
 from src.data.ingest import ingest
 from src.data.make_dataset import make_dataset
-from src.models.lifecycle import CHAMPION, register
 from src.models.packaged import MODEL_NAME
-from src.models.tracking import TrainingPaths, tracking_client
 from src.models.train import evaluate_models, fuse_branches, train_branches
+from src.registry.lifecycle import CHAMPION, register
+from src.registry.tracking import TrainingPaths, tracking_client
 
 
 def make_champion(work: Path, params: Params) -> tuple[str, str, TrainingPaths]:

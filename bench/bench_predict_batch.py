@@ -37,11 +37,11 @@ from src.data.io import read_raw_csv
 from src.data.layout import X_TEST_FILE
 from src.db.engine import make_engine
 from src.db.migrate import upgrade
-from src.models.batch_predict import model_ref, predict_batch
-from src.models.lifecycle import CHAMPION
+from src.models.batch_predict import predict_batch
 from src.models.packaged import MODEL_NAME, load
 from src.models.predict import model_inputs, score
-from src.models.tracking import tracking_client
+from src.registry.lifecycle import CHAMPION, model_ref
+from src.registry.tracking import tracking_client
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 DAY = date(2026, 3, 1)

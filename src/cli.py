@@ -20,7 +20,7 @@ from src.errors import RakutenError
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from src.models.tracking import TrainingPaths
+    from src.registry.tracking import TrainingPaths
 
 logger = logging.getLogger(__name__)
 
@@ -311,8 +311,8 @@ def predict_batch(
     RAKUTEN_DATA_ROOT/predictions/DATE/NAME-vVERSION.parquet.
     """
     from src.db.engine import make_engine
-    from src.models.batch_predict import NoModelError, model_ref
     from src.models.batch_predict import predict_batch as run_batch
+    from src.registry.lifecycle import NoModelError, model_ref
 
     settings = get_settings()
     try:
@@ -588,7 +588,7 @@ def _training_paths(
     processed: Path | None, raw: Path | None, models: Path | None, reports: Path | None
 ) -> TrainingPaths:
     """A pipeline run's folders, defaulting to the settings."""
-    from src.models.tracking import TrainingPaths
+    from src.registry.tracking import TrainingPaths
 
     processed_dir, raw_dir, models_dir = _paths(processed, raw, models)
     return TrainingPaths(processed_dir, raw_dir, models_dir, reports or get_settings().reports_dir)
@@ -596,7 +596,7 @@ def _training_paths(
 
 def _registry() -> MlflowClient:
     """An MLflow client on RAKUTEN_MLFLOW_TRACKING_URI."""
-    from src.models.tracking import tracking_client
+    from src.registry.tracking import tracking_client
 
     return tracking_client(get_settings().mlflow_tracking_uri)
 
@@ -608,7 +608,7 @@ def model_changes(
 ) -> None:
     """Say whether a pipeline run must train: exit 99 if a version was already registered from
     this data version with these params (Airflow skips training then), 0 otherwise."""
-    from src.models.lifecycle import training_needed
+    from src.registry.lifecycle import training_needed
 
     raw_dir = raw or get_settings().data_root / "raw"
     summary = training_needed(_registry(), raw_dir, load_params(), force)
@@ -628,7 +628,7 @@ def model_register(
     model); a nested run per branch (per-epoch metrics) and per search trial. Run it after
     `rakuten evaluate`. Under Airflow, a retried task reuses the version it registered.
     """
-    from src.models.lifecycle import register
+    from src.registry.lifecycle import register
 
     paths = _training_paths(processed, raw, models, reports)
     typer.echo(json.dumps(register(_registry(), paths, load_params(), os.environ)))
@@ -654,7 +654,7 @@ def model_validate(
     The decision, numbers and reasons go on the version (tags gate.*), REPORTS/gate.json and a
     gate run in MLflow.
     """
-    from src.models.lifecycle import validate
+    from src.registry.lifecycle import validate
 
     paths = _training_paths(processed, raw, None, reports)
     summary = validate(_registry(), paths, load_params().gate, version, data)
@@ -682,7 +682,7 @@ def model_promote(
     With params.yaml `promote.approval: manual`, `--auto` leaves the champion and marks the
     version as awaiting approval; a person then runs `rakuten model promote --version V`.
     """
-    from src.models.lifecycle import GateNotPassedError, actor, promote
+    from src.registry.lifecycle import GateNotPassedError, actor, promote
 
     approval = load_params().promote.approval
     who = by or actor(auto, os.environ)
@@ -702,7 +702,7 @@ def model_rollback(
     by: str = _BY,
 ) -> None:
     """Move @champion back to the previous champion in one step (recorded in the audit log)."""
-    from src.models.lifecycle import actor, rollback
+    from src.registry.lifecycle import actor, rollback
 
     typer.echo(json.dumps(rollback(_registry(), by or actor(False, os.environ), reason)))
 
@@ -710,6 +710,6 @@ def model_rollback(
 @model_app.command("history")
 def model_history(output: OutputFormat = _FORMAT) -> None:
     """Every move of @champion, oldest first: action, version, previous version, who, why, when."""
-    from src.models.lifecycle import champion_history
+    from src.registry.lifecycle import champion_history
 
     _echo_rows(champion_history(_registry()), output)

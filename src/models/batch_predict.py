@@ -3,8 +3,9 @@
 The products are the raw snapshot's test listings (`X_test_update.csv`, photos in
 `images/image_test/`) and every CSV in the hub's X layout dropped into the incoming folder (photos
 in its `images/` subfolder). The model is the version an alias (`champion`, or `challenger` for
-shadow scoring) points to. The batch is stored by `src.db.store.store_batch`, keyed by (logical
-date, model version), and written to Parquet under the predictions folder.
+shadow scoring) points to, resolved by `src.registry.lifecycle.model_ref`. The batch is stored by
+`src.db.store.store_batch`, keyed by (logical date, model version), and written to Parquet under
+the predictions folder.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import pandas as pd
-from mlflow import MlflowClient
 from sqlalchemy import Engine
 
 from src.data.io import raw_version, read_raw_csv
@@ -24,17 +24,12 @@ from src.data.layout import TEST_IMAGE_DIR, X_TEST_FILE
 from src.db.store import ModelRef, store_batch, unscored
 from src.errors import RakutenError
 from src.models.data import photo_paths
-from src.models.lifecycle import alias_version
-from src.models.packaged import MODEL_NAME, load
+from src.models.packaged import load
 from src.models.predict import REQUIRED_COLUMNS, model_inputs, score
 
 logger = logging.getLogger(__name__)
 
 INCOMING_IMAGES: Final = "images"  # photos of the incoming listings, hub naming
-
-
-class NoModelError(RakutenError):
-    """The alias to score with points to no model version."""
 
 
 def batch_listings(raw_dir: Path, incoming_dir: Path | None) -> pd.DataFrame:
@@ -64,15 +59,6 @@ def batch_listings(raw_dir: Path, incoming_dir: Path | None) -> pd.DataFrame:
         logger.info("%d listings from %s", len(listings), path)
     listings = pd.concat(frames, ignore_index=True)
     return listings.drop_duplicates("productid", keep="last").reset_index(drop=True)
-
-
-def model_ref(client: MlflowClient, alias: str) -> ModelRef:
-    """The version `alias` points to, as the store records it."""
-    version = alias_version(client, alias)
-    if version is None:
-        raise NoModelError(f"{MODEL_NAME} has no @{alias}")
-    run_id = client.get_model_version(MODEL_NAME, version).run_id
-    return ModelRef(name=MODEL_NAME, version=version, alias=alias, run_id=run_id)
 
 
 def predict_batch(

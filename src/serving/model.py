@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 from mlflow.pyfunc import PyFuncModel
 
 from src.db.store import ModelRef
-from src.models.batch_predict import NoModelError, model_ref
 from src.models.packaged import load
-from src.models.tracking import tracking_client
+from src.registry.lifecycle import NoModelError, model_ref
+from src.registry.tracking import tracking_client
 
 logger = logging.getLogger(__name__)
 

@@ -27,10 +27,10 @@ from src.data.layout import TEST_IMAGE_DIR, X_TEST_FILE
 from src.db.engine import make_engine
 from src.db.models import Base, BatchStatus, Prediction, PredictionBatch, Product
 from src.errors import RakutenError
-from src.models.lifecycle import CHALLENGER, CHAMPION
 from src.models.packaged import MODEL_NAME
-from src.models.tracking import TrainingPaths
-from tests.registry import TEXT_PARAMS, trained_registry
+from src.registry.lifecycle import CHALLENGER, CHAMPION
+from src.registry.tracking import TrainingPaths
+from tests.trained_registry import TEXT_PARAMS, trained_registry
 
 DAY, NEXT_DAY = date(2026, 3, 1), date(2026, 3, 2)
 

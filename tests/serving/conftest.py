@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.registry import TEXT_PARAMS, Registry, trained_registry
+from tests.trained_registry import TEXT_PARAMS, Registry, trained_registry
 
 
 @pytest.fixture(scope="package")

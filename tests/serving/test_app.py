@@ -28,17 +28,17 @@ from src.data.io import read_raw_csv
 from src.data.layout import TEST_IMAGE_DIR, X_TEST_FILE
 from src.db.engine import make_engine
 from src.db.models import ApiRequest, Base
-from src.models.batch_predict import model_ref, predict_batch
+from src.models.batch_predict import predict_batch
 from src.models.branch import CLASSES
 from src.models.data import photo_paths
-from src.models.lifecycle import CHAMPION, promote, rollback, validate
 from src.models.packaged import MODEL_NAME, load
 from src.models.predict import model_inputs
-from src.models.tracking import tracking_client
+from src.registry.lifecycle import CHAMPION, model_ref, promote, rollback, validate
+from src.registry.tracking import tracking_client
 from src.serving.app import create_app
 from src.serving.schemas import MAX_PHOTO_BYTES
-from tests.registry import TEXT_PARAMS, Registry, trained_registry
 from tests.servers import free_port
+from tests.trained_registry import TEXT_PARAMS, Registry, trained_registry
 
 # A photo-only model: the fused answer is the photo's, and uniform for a listing without one.
 PHOTO_PARAMS: dict[str, Any] = {

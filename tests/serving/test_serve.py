@@ -22,10 +22,10 @@ import yaml
 
 from src.config import load_params
 from src.db.migrate import upgrade
-from src.models.lifecycle import promote, rollback, validate
-from src.models.tracking import tracking_client
-from tests.registry import Registry
+from src.registry.lifecycle import promote, rollback, validate
+from src.registry.tracking import tracking_client
 from tests.servers import Server, free_port, started, wait_until_healthy
+from tests.trained_registry import Registry
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 

@@ -14,7 +14,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from src.config import Params, params_hash
 from src.data.layout import MANIFEST_FILE
-from src.models.tracking import (
+from src.registry.tracking import (
     airflow_context,
     data_lineage,
     experiment_id,

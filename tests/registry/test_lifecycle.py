@@ -32,11 +32,11 @@ from src.data.layout import X_TEST_FILE
 from src.data.make_dataset import make_dataset
 from src.data.synth import synthesize
 from src.errors import RakutenError
-from src.models.lifecycle import AUDIT_EXPERIMENT, champion_history, promote, register, rollback
 from src.models.packaged import CHAMPION_URI, MODEL_NAME, load
 from src.models.predict import model_inputs
-from src.models.tracking import EXPERIMENT, TrainingPaths, tracking_client
 from src.models.train import evaluate_models, fuse_branches, train_branches
+from src.registry.lifecycle import AUDIT_EXPERIMENT, champion_history, promote, register, rollback
+from src.registry.tracking import EXPERIMENT, TrainingPaths, tracking_client
 from tests.servers import Server
 
 ROWS = {"first": 400, "worse": 60, "better": 1600}  # labelled synthetic rows per model

@@ -32,10 +32,11 @@ from mlflow.pyfunc import PyFuncModel
 
 from src.config import GateParams, Params, params_hash
 from src.data.io import raw_version, write_json
+from src.db.store import ModelRef
 from src.errors import RakutenError
-from src.models import gate
 from src.models.packaged import MODEL_NAME, load
-from src.models.tracking import (
+from src.registry import gate
+from src.registry.tracking import (
     TrainingPaths,
     TrainingRun,
     airflow_context,
@@ -65,6 +66,10 @@ class GateNotPassedError(RakutenError):
     """A version that did not pass the gate cannot be promoted."""
 
 
+class NoModelError(RakutenError):
+    """The alias to score with points to no model version."""
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
@@ -83,6 +88,15 @@ def alias_version(client: MlflowClient, alias: str) -> str | None:
         raise
     version = aliases.get(alias)
     return None if version is None else str(version)
+
+
+def model_ref(client: MlflowClient, alias: str) -> ModelRef:
+    """The version `alias` points to, as the store records it."""
+    version = alias_version(client, alias)
+    if version is None:
+        raise NoModelError(f"{MODEL_NAME} has no @{alias}")
+    run_id = client.get_model_version(MODEL_NAME, version).run_id
+    return ModelRef(name=MODEL_NAME, version=version, alias=alias, run_id=run_id)
 
 
 def _version(client: MlflowClient, version: str | None) -> ModelVersion:

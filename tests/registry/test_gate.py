@@ -13,7 +13,7 @@ from src.config import GateParams
 from src.data.layout import X_TRAIN_FILE, Y_TRAIN_FILE
 from src.errors import RakutenError
 from src.models.branch import CLASSES
-from src.models.gate import (
+from src.registry.gate import (
     PINNED_TEST,
     SUPPLIED,
     EvaluationRows,

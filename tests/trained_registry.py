@@ -12,9 +12,9 @@ import yaml
 from src.config import SyntheticSource, load_params
 from src.data.ingest import ingest
 from src.data.make_dataset import make_dataset
-from src.models.lifecycle import promote, register, validate
-from src.models.tracking import TrainingPaths, tracking_client
 from src.models.train import evaluate_models, fuse_branches, train_branches
+from src.registry.lifecycle import promote, register, validate
+from src.registry.tracking import TrainingPaths, tracking_client
 
 # A text model in seconds, held to no quality floor: these tests are about serving it.
 TEXT_PARAMS: dict[str, Any] = {

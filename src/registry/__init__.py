@@ -1,0 +1,1 @@
+"""The model's life around MLflow: tracking, the registry, the gate, promotion and rollback."""
