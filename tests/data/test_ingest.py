@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from src.cli import app
+from src.cli.main import app
 from src.config import (
     HUB_REPO_ID,
     HubSource,

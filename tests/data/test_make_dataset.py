@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from src.cli import app
+from src.cli.main import app
 from src.config import MakeDatasetParams, get_settings
 from src.data.make_dataset import LABELLED_SCHEMA, UNLABELLED_SCHEMA, make_dataset
 from src.data.split import SPLITS

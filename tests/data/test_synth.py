@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from src.cli import app
+from src.cli.main import app
 from src.data import synth
 from src.data.classes import PRDTYPECODES, TRAIN_COUNTS
 from src.data.layout import X_TEST_FILE as X_TEST

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 from typer.testing import CliRunner
 
-from src.cli import app
+from src.cli.main import app
 from src.data.layout import MANIFEST_FILE
 from src.data.validate import validate
 

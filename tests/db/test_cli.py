@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Engine
 from typer.testing import CliRunner, Result
 
-from src.cli import app, run
+from src.cli.main import app, run
 from src.config import get_settings
 from tests.db.batches import StoreFn, store_known_batches
 

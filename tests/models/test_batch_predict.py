@@ -20,7 +20,8 @@ from mlflow import MlflowClient
 from sqlalchemy import Engine, delete, func, select
 from typer.testing import CliRunner, Result
 
-from src.cli import SKIPPED_EXIT_CODE, app
+from src.cli.common import SKIPPED_EXIT_CODE
+from src.cli.main import app
 from src.config import get_settings
 from src.data.io import raw_version, read_raw_csv
 from src.data.layout import TEST_IMAGE_DIR, X_TEST_FILE

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from src.cli import app
+from src.cli.main import app
 from src.config import MakeDatasetParams, Params
 from src.data.make_dataset import make_dataset
 from src.data.synth import synthesize

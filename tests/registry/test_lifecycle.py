@@ -24,7 +24,7 @@ from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from typer.testing import CliRunner, Result
 
-from src.cli import app
+from src.cli.main import app
 from src.config import Params, SyntheticSource, get_settings, load_params
 from src.data.ingest import ingest
 from src.data.io import raw_version, read_raw_csv

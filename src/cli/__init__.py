@@ -1,0 +1,1 @@
+"""The `rakuten` command line (typer): `src.cli.main` joins one sub-app per command group."""
