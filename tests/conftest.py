@@ -16,9 +16,11 @@ import mlflow
 import psycopg
 import pytest
 from mlflow import MlflowClient
+from selenium import webdriver
 
 from src.db.migrate import upgrade
 from src.registry.tracking import tracking_client
+from tests import browser
 from tests.db.postgres import SERVER_DSN, fresh_database
 from tests.servers import Server, started_mlflow_server, wait_until_healthy
 
@@ -116,3 +118,12 @@ def mlflow_server_process(
 def mlflow_server(mlflow_server_process: Server) -> str:
     """The URL of the real `mlflow server`, once it answers /health."""
     return wait_until_healthy(mlflow_server_process)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[webdriver.Chrome]:
+    """One headless Chromium for the session's page tests (tests/browser.py); skip without one."""
+    if reason := browser.missing():
+        pytest.skip(reason)
+    with browser.chromium() as driver:
+        yield driver
