@@ -1,4 +1,4 @@
-"""`rakuten model`: the registry's lifecycle: register, gate, promote, roll back, history."""
+"""`rakuten model`: the registry's lifecycle: register, gate, promote, roll back, history, card."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from src.config import get_settings, load_params
 from src.errors import RakutenError
 
 app = typer.Typer(
-    help="The model registry (MLflow): track and register, gate, promote, roll back.",
+    help="The model registry (MLflow): track and register, gate, promote, roll back, model cards.",
     no_args_is_help=True,
 )
 
@@ -142,3 +142,17 @@ def model_history(output: OutputFormat = FORMAT) -> None:
     from src.registry.lifecycle import champion_history
 
     echo_rows(champion_history(registry()), output)
+
+
+@app.command("card")
+def model_card(
+    version: str = typer.Option(
+        None, help="Version whose card to print (default: @champion, else @challenger)."
+    ),
+) -> None:
+    """Print a version's model card (Markdown): intended use, data, scores per class with the
+    confusion matrix, the gate's result and reasons, the fusion, known limits, retrain and
+    roll back. The same card is an artifact of the version's run in MLflow (model_card.md)."""
+    from src.registry.lifecycle import model_card
+
+    typer.echo(model_card(registry(), version), nl=False)

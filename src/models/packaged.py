@@ -12,6 +12,7 @@ import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Final
@@ -20,12 +21,14 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.models import ModelSignature
+from mlflow.models.model import ModelInfo
 from mlflow.pyfunc import PyFuncModel
 from mlflow.pyfunc.model import PythonModel, PythonModelContext
 from mlflow.types import ColSpec, Schema
 
 import src
 from src.data.classes import CLASS_NAMES
+from src.errors import RakutenError
 from src.models.branch import CLASSES
 from src.models.fusion import FusedModel
 
@@ -141,6 +144,18 @@ def _pinned_requirements() -> list[str]:
     return pinned
 
 
+def _pyfunc_model(fused: Path) -> dict[str, Any]:
+    """What MLflow is given to save or log the packaged model: the same both ways."""
+    return {
+        "python_model": RakutenClassifier(),
+        "artifacts": {_ARTIFACT: str(fused)},
+        "code_paths": [str(Path(src.__file__).parent)],
+        "signature": SIGNATURE,
+        "input_example": INPUT_EXAMPLE,
+        "pip_requirements": _pinned_requirements(),
+    }
+
+
 def package(model: FusedModel, lowercase: bool, out_dir: Path) -> Path:
     """Save `model` as an MLflow pyfunc model in `out_dir` (replaced atomically)."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -149,20 +164,28 @@ def package(model: FusedModel, lowercase: bool, out_dir: Path) -> Path:
         model.save(fused)
         (fused / _PREPROCESSING).write_text(json.dumps({"lowercase": lowercase}) + "\n")
         staging = Path(work) / "packaged"
-        mlflow.pyfunc.save_model(
-            path=str(staging),
-            python_model=RakutenClassifier(),
-            artifacts={_ARTIFACT: str(fused)},
-            code_paths=[str(Path(src.__file__).parent)],
-            signature=SIGNATURE,
-            input_example=INPUT_EXAMPLE,
-            pip_requirements=_pinned_requirements(),
-        )
+        mlflow.pyfunc.save_model(path=str(staging), **_pyfunc_model(fused))
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staging.rename(out_dir)
     logger.info("packaged model written to %s", out_dir)
     return out_dir
+
+
+def log_packaged(packaged_dir: Path, name: str, tags: Mapping[str, str]) -> ModelInfo:
+    """Log a packaged model (`package`'s output) to the active MLflow run as a LoggedModel.
+
+    The fused branches `package` saved are logged again through `mlflow.pyfunc.log_model`, with
+    the same code, signature, example and requirements, so MLflow writes the model's metadata.
+    """
+    fused = fused_model_dir(packaged_dir)
+    if not fused.is_dir():
+        raise RakutenError(f"no packaged model in {packaged_dir}: run `rakuten fuse`")
+    info: ModelInfo = mlflow.pyfunc.log_model(
+        name=name, tags=dict(tags), model_type="fused", **_pyfunc_model(fused)
+    )
+    logger.info("model %s logged to run %s", info.model_id, info.run_id)
+    return info
 
 
 def fused_model_dir(packaged_dir: Path) -> Path:

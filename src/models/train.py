@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -47,12 +48,19 @@ def train_branches(
             raise RakutenError(f"params.yaml has no `{name}` block for branch {name}")
         logger.info("training branch %s on %d rows (%d for validation)", name, len(train), len(val))
         branch = cls(block)
+        started_at = _utc_now()
         summary = {"branch": name, "raw_version": raw_version(raw_dir), **branch.fit(train, val)}
         directory = models_dir / BRANCHES_DIR / name
         branch.save(directory)
+        # Wall-clock bounds of the fit and save: the branch's MLflow run shows when it trained.
+        summary |= {"started_at": started_at, "finished_at": _utc_now()}
         write_json(directory / SUMMARY_FILE, summary)
         summaries[name] = summary
     return summaries
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def _trained(models_dir: Path, names: tuple[str, ...]) -> dict[str, Branch]:

@@ -20,22 +20,18 @@ import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
-import numpy as np
-import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
-from mlflow.pyfunc import PyFuncModel
 
 from src.config import GateParams, Params, params_hash
 from src.data.io import raw_version, write_json
-from src.db.store import ModelRef
 from src.errors import RakutenError
-from src.models.packaged import MODEL_NAME, load
-from src.registry import gate
+from src.models.packaged import MODEL_NAME
+from src.registry import card
 from src.registry.tracking import (
     TrainingPaths,
     TrainingRun,
@@ -47,6 +43,17 @@ from src.registry.tracking import (
     metrics_at,
     run,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    from mlflow.pyfunc import PyFuncModel
+
+    from src.db.store import ModelRef
+    from src.registry import gate
+
+# The gate's scoring stack (scikit-learn, the model's own libraries) and the store's SQLAlchemy
+# are imported by the functions that use them: promote, rollback and history start without them.
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +99,8 @@ def alias_version(client: MlflowClient, alias: str) -> str | None:
 
 def model_ref(client: MlflowClient, alias: str) -> ModelRef:
     """The version `alias` points to, as the store records it."""
+    from src.db.store import ModelRef
+
     version = alias_version(client, alias)
     if version is None:
         raise NoModelError(f"{MODEL_NAME} has no @{alias}")
@@ -175,6 +184,10 @@ def register(
         training = log_training(client, paths, params, environ)
         version = register_challenger(client, training)
         run_id, model_id, scores = training.run_id, training.model_id, training.scores
+        facts = card.training_facts(
+            paths, version, run_id, model_id, experiment_id(client), training.lineage
+        )
+        card.write(client, facts)
     else:
         client.set_registered_model_alias(MODEL_NAME, CHALLENGER, earlier)
         logger.info("this Airflow run already registered version %s; kept it", earlier)
@@ -195,6 +208,9 @@ def register(
 
 def _predict_codes(model: PyFuncModel, inputs: pd.DataFrame) -> np.ndarray:
     """The product-type code the packaged model predicts for each listing."""
+    import numpy as np
+    import pandas as pd
+
     parts = [
         pd.DataFrame(model.predict(inputs.iloc[start : start + _PREDICT_BATCH]))["prdtypecode"]
         for start in range(0, len(inputs), _PREDICT_BATCH)
@@ -203,6 +219,8 @@ def _predict_codes(model: PyFuncModel, inputs: pd.DataFrame) -> np.ndarray:
 
 
 def _model(client: MlflowClient, version: str) -> PyFuncModel:
+    from src.models.packaged import load
+
     return load(f"models:/{MODEL_NAME}/{version}", str(client.tracking_uri))
 
 
@@ -213,7 +231,12 @@ def validate(
     version: str | None = None,
     data_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Gate a version (default @challenger) against @champion; record the decision and report."""
+    """Gate a version (default @challenger) against @champion; record the decision and report.
+
+    The version's model card is written again with the gate's result.
+    """
+    from src.registry import gate
+
     candidate = _version(client, version)
     number = str(candidate.version)
     champion = alias_version(client, CHAMPION)
@@ -263,6 +286,7 @@ def validate(
     for key in candidate.tags.keys() - tags.keys():  # left by an earlier validation
         if key.startswith("gate."):
             client.delete_model_version_tag(MODEL_NAME, number, key)
+    _card_with_gate(client, candidate, report, rows, challenger_codes)
     logger.info("gate %s for version %s: %s", decision["decision"], number, tags["gate.reasons"])
     return {
         "model": MODEL_NAME,
@@ -276,6 +300,30 @@ def validate(
         "report": str(report_file),
         "run_id": gate_run,
     }
+
+
+def _card_with_gate(
+    client: MlflowClient,
+    candidate: ModelVersion,
+    report: Mapping[str, Any],
+    rows: gate.EvaluationRows,
+    predicted: np.ndarray,
+) -> None:
+    """Write the version's model card again with the gate's result and its confusion matrix on
+    the pinned test split (the rows its test scores come from)."""
+    from src.registry import gate
+
+    if not candidate.run_id:
+        logger.warning("version %s has no pipeline run: no model card to update", candidate.version)
+        return
+    pinned = rows.source == gate.PINNED_TEST
+    confusion = card.confusion_counts(rows.codes[pinned], predicted[pinned])
+    try:
+        facts = card.read_facts(client, candidate.run_id)
+    except card.MissingCardError as error:
+        logger.warning("gate result not added to a model card: %s", error)
+        return
+    card.write(client, {**facts, "gate": card.gate_facts(report, confusion)})
 
 
 def _log_gate(
@@ -325,7 +373,7 @@ def _move_champion(
         "reason": reason,
         "at": at,
     }
-    name = f"{action} v{previous or _NONE} -> v{version}"
+    name = f"{action} v{version}" if previous is None else f"{action} v{previous} -> v{version}"
     with run(client, _audit_experiment(client), name) as audit:
         log_batch(client, audit, tags={f"audit.{k}": v for k, v in record.items()})
         client.set_registered_model_alias(MODEL_NAME, CHAMPION, version)
@@ -415,6 +463,19 @@ def training_needed(
         )
     logger.info(reason)
     return {**summary, "train": force or same is None, "same_version": same, "reason": reason}
+
+
+def model_card(client: MlflowClient, version: str | None = None) -> str:
+    """A version's model card (default: @champion's, else @challenger's), as stored in MLflow."""
+    number = version or alias_version(client, CHAMPION) or alias_version(client, CHALLENGER)
+    if number is None:
+        raise RakutenError(
+            f"{MODEL_NAME} has no @{CHAMPION} nor @{CHALLENGER}: give --version, or register one"
+        )
+    run_id = _version(client, number).run_id
+    if not run_id:
+        raise RakutenError(f"version {number} has no pipeline run, hence no model card")
+    return card.read(client, run_id)
 
 
 def champion_history(client: MlflowClient) -> list[dict[str, Any]]:

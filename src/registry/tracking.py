@@ -4,11 +4,21 @@ A pipeline run is logged after `rakuten evaluate`, from what the steps left on d
 fit summaries (`models/branches/NAME/summary.json`), the packaged model, the evaluation reports
 and the data-quality report. Nothing in the training steps knows about MLflow.
 
+Everything goes through MLflow's public API: runs are created with `MlflowClient.create_run` and
+ended with `set_terminated`, which take the real start and end times of the steps a run describes
+(a branch's run spans its fit, from the timestamps `rakuten train` writes in its summary; the
+pipeline's run starts with the first branch), so runs logged after the fact still show when and
+how long the work ran. Metrics, params and tags go through `MlflowClient.log_batch` (which keeps
+to the backend's batch limits itself); the model is logged with `mlflow.pyfunc.log_model`.
+
 Logging is generic over the fit summaries: numbers become metrics, text and flags become params,
 a `history` (per-epoch records, or Keras' lists per metric) becomes step-indexed metrics, and each
 record of `trials` (a hyper-parameter search) becomes a nested run. Every run carries the lineage
 tags: git commit, data version (raw manifest id and hub commit), params hash, and the Airflow
-dag/run/try when it runs in an Airflow task. Metrics, params and tags go in batches.
+dag/run/try when it runs in an Airflow task.
+
+The experiments are tagged as MLflow "machine learning" experiments (`mlflow.experimentKind` =
+`custom_model_development`), not GenAI ones.
 """
 
 from __future__ import annotations
@@ -18,36 +28,25 @@ import logging
 import math
 import re
 import subprocess
-import tempfile
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.entities import LoggedModelOutput, Metric, Param, RunTag
-from mlflow.models import Model
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID
-from mlflow.utils.validation import (
-    MAX_ENTITIES_PER_BATCH,
-    MAX_METRICS_PER_BATCH,
-    MAX_PARAM_VAL_LENGTH,
-    MAX_PARAMS_TAGS_PER_BATCH,
-)
 
 from src.config import Params, params_hash
 from src.data.io import raw_version
 from src.data.layout import MANIFEST_FILE
-from src.data.validate import REPORT_FILE
 from src.errors import RakutenError
-from src.models.evaluate import CONFUSION_DIR, METRICS_FILE
-from src.models.fusion import FUSION_FILE
-from src.models.packaged import fused_model_dir
-from src.models.train import BRANCHES_DIR, PACKAGED_DIR, SUMMARY_FILE
+
+# The ML modules (scikit-learn, matplotlib, Keras) are imported by the functions that log a
+# training: the registry's other commands (promote, rollback, history) start without them.
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +61,13 @@ AIRFLOW_VARIABLES: Final = {
     "AIRFLOW_CTX_TRY_NUMBER": "airflow_try_number",
     "AIRFLOW_CTX_LOGICAL_DATE": "airflow_logical_date",
 }
+# The experiment type MLflow's UI offers as "Machine learning" (the model-training view), as
+# opposed to "GenAI apps & agents"; its experiment-type selector writes this tag.
+EXPERIMENT_KIND_TAG: Final = "mlflow.experimentKind"
+MACHINE_LEARNING: Final = "custom_model_development"
+MODEL_ARTIFACT: Final = "model"  # the LoggedModel's name in the pipeline run
 _FIT_PREFIX: Final = "fit."
+_TIMES: Final = ("started_at", "finished_at")  # a summary's wall-clock bounds: the run's times
 _UNSAFE_KEY: Final = re.compile(r"[^\w\-. :/]")
 
 
@@ -88,15 +93,21 @@ class TrainingPaths:
     @property
     def packaged_dir(self) -> Path:
         """The packaged MLflow model (`rakuten fuse`)."""
+        from src.models.train import PACKAGED_DIR
+
         return self.models_dir / PACKAGED_DIR
 
     @property
     def fused_dir(self) -> Path:
         """The fused branches inside the packaged model."""
+        from src.models.packaged import fused_model_dir
+
         return fused_model_dir(self.packaged_dir)
 
     def branch_dir(self, name: str) -> Path:
         """Where `rakuten train` saved a branch and its fit summary."""
+        from src.models.train import BRANCHES_DIR
+
         return self.models_dir / BRANCHES_DIR / name
 
 
@@ -117,13 +128,20 @@ def _sqlite_path(tracking_uri: str) -> Path | None:
 
 
 def experiment_id(client: MlflowClient, name: str = EXPERIMENT) -> str:
-    """The experiment's id, created on first use (on SQLite, artifacts beside the database)."""
+    """The experiment's id, created on first use (on SQLite, artifacts beside the database) as a
+    machine-learning experiment; one made before that tag existed is tagged on first use."""
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        if EXPERIMENT_KIND_TAG not in experiment.tags:
+            client.set_experiment_tag(
+                experiment.experiment_id, EXPERIMENT_KIND_TAG, MACHINE_LEARNING
+            )
         return str(experiment.experiment_id)
     database = _sqlite_path(str(client.tracking_uri))
     location = (database.absolute().parent / "artifacts").as_uri() if database else None
-    return client.create_experiment(name, artifact_location=location)
+    return client.create_experiment(
+        name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MACHINE_LEARNING}
+    )
 
 
 def git_commit(cwd: Path | None = None) -> str | None:
@@ -192,13 +210,27 @@ def _number(value: object) -> float | None:
 
 
 def _text(value: object) -> str:
-    """A param value: text as is, anything else as JSON, cut to MLflow's limit."""
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return text[:MAX_PARAM_VAL_LENGTH]
+    """A param value: text as is, anything else as JSON (MLflow cuts values over its limit)."""
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def _ms(moment: datetime) -> int:
+    """A moment as MLflow's timestamps: milliseconds since the epoch."""
+    return int(moment.timestamp() * 1000)
 
 
 def _now_ms() -> int:
-    return int(time.time() * 1000)
+    return _ms(datetime.now(UTC))
+
+
+def summary_times(summary: Mapping[str, Any]) -> tuple[datetime | None, datetime | None]:
+    """When a step started and finished, from the ISO timestamps its summary records (None
+    where it records none)."""
+    started, finished = (summary.get(key) for key in _TIMES)
+    return (
+        datetime.fromisoformat(started) if isinstance(started, str) else None,
+        datetime.fromisoformat(finished) if isinstance(finished, str) else None,
+    )
 
 
 def metrics_at(
@@ -248,18 +280,13 @@ def log_batch(
     params: Mapping[str, object] | None = None,
     tags: Mapping[str, str] | None = None,
 ) -> None:
-    """Log metrics, params and tags in as few calls as MLflow's batch limits allow."""
-    todo_params = [Param(_key(k), _text(v)) for k, v in (params or {}).items()]
-    todo_tags = [RunTag(_key(k), str(v)) for k, v in (tags or {}).items()]
-    todo_metrics = list(metrics)
-    while todo_params or todo_tags or todo_metrics:
-        batch_params = todo_params[:MAX_PARAMS_TAGS_PER_BATCH]
-        batch_tags = todo_tags[:MAX_PARAMS_TAGS_PER_BATCH]
-        room = min(MAX_METRICS_PER_BATCH, MAX_ENTITIES_PER_BATCH - len(batch_params + batch_tags))
-        batch_metrics = todo_metrics[:room]
-        client.log_batch(run_id, metrics=batch_metrics, params=batch_params, tags=batch_tags)
-        del todo_params[: len(batch_params)], todo_tags[: len(batch_tags)]
-        del todo_metrics[: len(batch_metrics)]
+    """Log metrics, params and tags in one call (MLflow splits it to the backend's batch limits)."""
+    client.log_batch(
+        run_id,
+        metrics=list(metrics),
+        params=[Param(_key(k), _text(v)) for k, v in (params or {}).items()],
+        tags=[RunTag(_key(k), str(v)) for k, v in (tags or {}).items()],
+    )
 
 
 @contextmanager
@@ -269,33 +296,48 @@ def run(
     name: str,
     parent_id: str | None = None,
     tags: Mapping[str, str] | None = None,
+    times: tuple[datetime | None, datetime | None] = (None, None),
 ) -> Iterator[str]:
-    """A run (nested under `parent_id` when given) that ends FINISHED, or FAILED on an error."""
+    """A run (nested under `parent_id` when given) that ends FINISHED, or FAILED on an error.
+
+    `times` are the start and end of the work the run describes when it is logged afterwards;
+    None: the moment the run is created, or ends.
+    """
+    started, finished = times
     run_tags = dict(tags or {})
     if parent_id is not None:
         run_tags[MLFLOW_PARENT_RUN_ID] = parent_id
     if "git_commit" in run_tags:
         run_tags[MLFLOW_GIT_COMMIT] = run_tags["git_commit"]
-    run_id = client.create_run(experiment, run_name=name, tags=run_tags).info.run_id
+    created = client.create_run(
+        experiment,
+        start_time=None if started is None else _ms(started),
+        tags=run_tags,
+        run_name=name,
+    )
+    run_id = created.info.run_id
     try:
         yield run_id
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
-    client.set_terminated(run_id, "FINISHED")
+    client.set_terminated(
+        run_id, "FINISHED", end_time=_now_ms() if finished is None else _ms(finished)
+    )
 
 
 def _summary_entities(summary: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, object]]:
     """A fit summary's or trial's fields: top-level numbers as metrics, the rest as params.
 
     A trial's `params` keep their own names; other nested fields (best params, settings) are
-    params under dotted names; `history` and `trials` are logged apart.
+    params under dotted names; `history` and `trials` are logged apart, and the wall-clock
+    bounds are the run's own start and end.
     """
     metrics: dict[str, float] = {}
     params: dict[str, object] = dict(flatten(summary.get("params") or {}))
     for key, value in summary.items():
         number = _number(value)
-        if key in ("history", "trials", "params") or value is None:
+        if key in ("history", "trials", "params", *_TIMES) or value is None:
             continue
         if number is not None:
             metrics[f"{_FIT_PREFIX}{key}"] = number
@@ -313,17 +355,30 @@ def log_fit(
     summary: Mapping[str, Any],
     name: str,
 ) -> int:
-    """Log a fit summary on `run_id`: its fields, its per-epoch history and one run per trial."""
+    """Log a fit summary on `run_id`: its fields, its per-epoch history and one run per trial.
+
+    Trials ran one after another from the fit's start (an Optuna study, one trial at a time):
+    each trial's run is placed there, lasting the seconds the trial recorded.
+    """
     metrics, params = _summary_entities(summary)
     history = history_metrics(summary.get("history", []))
     log_batch(client, run_id, [*metrics_at(metrics), *history], params)
+    trial_start = summary_times(summary)[0]
     trials = summary.get("trials") or []
     for position, trial in enumerate(trials):
         if not isinstance(trial, Mapping):
             continue
         number = trial.get("number", position)
-        with run(client, experiment, f"{name} trial {number}", run_id, {"trial": str(number)}) as t:
-            log_fit(client, experiment, t, trial, f"{name} trial {number}")
+        seconds = _number(trial.get("seconds"))
+        trial_end = None
+        if trial_start is not None and seconds is not None:
+            trial_end = trial_start + timedelta(seconds=seconds)
+        trial_name = f"{name} trial {number}"
+        with run(
+            client, experiment, trial_name, run_id, {"trial": str(number)}, (trial_start, trial_end)
+        ) as trial_run:
+            log_fit(client, experiment, trial_run, trial, trial_name)
+        trial_start = trial_end
     return len(trials)
 
 
@@ -335,27 +390,53 @@ def _read_json(path: Path, hint: str) -> dict[str, Any]:
     return payload
 
 
+def _branch_summaries(paths: TrainingPaths, branches: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The fit summary `rakuten train` wrote for each branch that has one."""
+    from src.models.train import SUMMARY_FILE
+
+    summaries = {}
+    for branch in branches:
+        summary_file = paths.branch_dir(branch) / SUMMARY_FILE
+        if summary_file.is_file():
+            summaries[branch] = json.loads(summary_file.read_text(encoding="utf-8"))
+        else:
+            logger.warning("branch %s has no fit summary at %s", branch, summary_file)
+    return summaries
+
+
 def log_training(
     client: MlflowClient,
     paths: TrainingPaths,
     params: Params,
     environ: Mapping[str, str],
 ) -> TrainingRun:
-    """Log a pipeline run (parent), its branches and trials (nested) and the packaged model."""
+    """Log a pipeline run (parent), its branches and trials (nested) and the packaged model.
+
+    The pipeline's run starts when its first branch started training and ends once everything
+    is logged; each branch's run spans that branch's fit.
+    """
+    from src.models.evaluate import METRICS_FILE
+    from src.models.fusion import FUSION_FILE
+
     report = _read_json(paths.reports_dir / METRICS_FILE, "run `rakuten evaluate` first")
     fusion = _read_json(paths.fused_dir / FUSION_FILE, "run `rakuten fuse` first")
+    summaries = _branch_summaries(paths, list(fusion["weights"]))
     experiment = experiment_id(client)
     lineage = lineage_tags(paths.raw_dir, params, environ)
-    started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    name = f"pipeline {lineage.get('airflow_dag_run_id', started)}"
-    with run(client, experiment, name, tags=lineage) as parent:
+    starts = [start for s in summaries.values() if (start := summary_times(s)[0]) is not None]
+    started = min(starts, default=datetime.now(UTC))
+    name = f"pipeline {lineage.get('airflow_dag_run_id', started.strftime('%Y-%m-%dT%H:%M:%SZ'))}"
+    with run(client, experiment, name, tags=lineage, times=(started, None)) as parent:
         weights = {f"fusion.weight.{k}": v for k, v in fusion["weights"].items()}
         log_batch(client, parent, params={**flatten(params.model_dump(mode="json")), **weights})
         _log_reports(client, parent, paths)
         for branch in fusion["weights"]:
-            with run(client, experiment, branch, parent, {**lineage, "branch": branch}) as child:
-                _log_branch(client, experiment, child, branch, paths, params, report)
-        model_id = _log_model(client, experiment, parent, paths.packaged_dir, lineage)
+            summary = summaries.get(branch)
+            times = (None, None) if summary is None else summary_times(summary)
+            branch_tags = {**lineage, "branch": branch}
+            with run(client, experiment, branch, parent, branch_tags, times) as child:
+                _log_branch(client, experiment, child, branch, summary, paths, params, report)
+        model_id = _log_model(parent, paths.packaged_dir, lineage)
         scores = score_metrics(report[FUSED])
         log_batch(client, parent, metrics_at(scores, model_id=model_id))
     headline = {k: v for k, v in scores.items() if "/" not in k}
@@ -365,6 +446,9 @@ def log_training(
 
 def _log_reports(client: MlflowClient, run_id: str, paths: TrainingPaths) -> None:
     """The evaluation reports, confusion matrices and data-quality report as artifacts."""
+    from src.data.validate import REPORT_FILE
+    from src.models.evaluate import CONFUSION_DIR, METRICS_FILE
+
     client.log_artifact(run_id, str(paths.reports_dir / METRICS_FILE), "reports")
     confusion = paths.reports_dir / CONFUSION_DIR
     if confusion.is_dir():
@@ -381,45 +465,29 @@ def _log_branch(
     experiment: str,
     run_id: str,
     branch: str,
+    summary: Mapping[str, Any] | None,
     paths: TrainingPaths,
     params: Params,
     report: Mapping[str, Any],
 ) -> None:
     """One branch's params block, fit summary (history, trials) and test scores."""
+    from src.models.train import SUMMARY_FILE
+
     block = getattr(params, branch, None)
     if block is not None:
         log_batch(client, run_id, params=flatten(block.model_dump(mode="json"), f"{branch}."))
-    summary_file = paths.branch_dir(branch) / SUMMARY_FILE
-    if summary_file.is_file():
-        trials = log_fit(client, experiment, run_id, json.loads(summary_file.read_text()), branch)
-        client.log_artifact(run_id, str(summary_file))
+    if summary is not None:
+        trials = log_fit(client, experiment, run_id, summary, branch)
+        client.log_artifact(run_id, str(paths.branch_dir(branch) / SUMMARY_FILE))
         logger.info("branch %s logged with %d trial run(s)", branch, trials)
     if branch in report:
         log_batch(client, run_id, metrics_at(score_metrics(report[branch])))
 
 
-def _log_model(
-    client: MlflowClient,
-    experiment: str,
-    run_id: str,
-    packaged_dir: Path,
-    tags: Mapping[str, str],
-) -> str:
-    """The packaged pyfunc model as the run's LoggedModel (MLflow 3), its MLmodel pointing back."""
-    if not (packaged_dir / "MLmodel").is_file():
-        raise RakutenError(f"no packaged model in {packaged_dir}: run `rakuten fuse`")
-    model = client.create_logged_model(
-        experiment, name="model", source_run_id=run_id, tags=dict(tags), model_type="fused"
-    )
-    client.log_model_artifacts(model.model_id, str(packaged_dir))
-    descriptor = Model.load(str(packaged_dir / "MLmodel"))
-    descriptor.run_id = run_id
-    descriptor.model_id = model.model_id
-    descriptor.model_uuid = model.model_id
-    descriptor.artifact_path = model.artifact_location
-    with tempfile.TemporaryDirectory() as work:
-        descriptor.save(str(Path(work) / "MLmodel"))
-        client.log_model_artifact(model.model_id, str(Path(work) / "MLmodel"))
-    client.finalize_logged_model(model.model_id, "READY")
-    client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
-    return str(model.model_id)
+def _log_model(run_id: str, packaged_dir: Path, tags: Mapping[str, str]) -> str:
+    """Log the packaged model to the pipeline run as its MLflow LoggedModel; its id."""
+    from src.models.packaged import log_packaged
+
+    with mlflow.start_run(run_id=run_id):  # log_model logs to the active run
+        info = log_packaged(packaged_dir, MODEL_ARTIFACT, tags)
+    return str(info.model_id)

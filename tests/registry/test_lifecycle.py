@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,13 @@ from src.models.packaged import CHAMPION_URI, MODEL_NAME, load
 from src.models.predict import model_inputs
 from src.models.train import evaluate_models, fuse_branches, train_branches
 from src.registry.lifecycle import AUDIT_EXPERIMENT, champion_history, promote, register, rollback
-from src.registry.tracking import EXPERIMENT, TrainingPaths, tracking_client
+from src.registry.tracking import (
+    EXPERIMENT,
+    EXPERIMENT_KIND_TAG,
+    MACHINE_LEARNING,
+    TrainingPaths,
+    tracking_client,
+)
 from tests.servers import Server
 
 ROWS = {"first": 400, "worse": 60, "better": 1600}  # labelled synthetic rows per model
@@ -162,6 +169,12 @@ def _check_tracking(client: MlflowClient, version: str, paths: TrainingPaths) ->
         "data/quality_report.json"
     ]
     assert [f"models:/{o.model_id}" for o in parent.outputs.model_outputs] == [registered.source]
+    logged_model = client.get_logged_model(registered.source.removeprefix("models:/"))
+    assert logged_model.source_run_id == parent.info.run_id and logged_model.status == "READY"
+    assert logged_model.tags["data_version"] == raw_version(paths.raw_dir)
+    assert logged_model.tags["params_sha256"] == registered.tags["params_sha256"]
+    experiment = client.get_experiment(parent.info.experiment_id)
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == MACHINE_LEARNING  # MLflow's model-training kind
     children = client.search_runs(
         [parent.info.experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent.info.run_id}'"
     )
@@ -170,12 +183,31 @@ def _check_tracking(client: MlflowClient, version: str, paths: TrainingPaths) ->
         "test_weighted_f1" in branch.data.metrics and "fit.val_weighted_f1" in branch.data.metrics
     )
     assert branch.data.params["text_tfidf.trials"] == "2"
+    # The branch's run spans its fit as `rakuten train` timed it, not the moment it was logged.
+    summary = json.loads(
+        (paths.models_dir / "branches" / "text_tfidf" / "summary.json").read_text()
+    )
+    assert branch.info.start_time == _ms(summary["started_at"])
+    assert branch.info.end_time == _ms(summary["finished_at"])
+    assert parent.info.start_time == branch.info.start_time  # the pipeline starts with its branch
+    assert parent.info.end_time > branch.info.end_time
     assert branch.data.tags["params_sha256"] == registered.tags["params_sha256"]
     trials = client.search_runs(
         [parent.info.experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{branch.info.run_id}'"
     )
     assert sorted(t.data.tags["trial"] for t in trials) == ["0", "1"]
     assert all("fit.val_weighted_f1" in t.data.metrics and "C" in t.data.params for t in trials)
+    first_trial = min(trials, key=lambda t: int(t.data.tags["trial"]))
+    assert first_trial.info.start_time == branch.info.start_time
+    # The card is written at registration, before any gate.
+    card = client.download_artifacts(parent.info.run_id, "model_card.md", str(paths.models_dir))
+    text = Path(card).read_text()
+    assert f"# Model card: {MODEL_NAME} version {version}" in text
+    assert raw_version(paths.raw_dir) in text and "Not validated yet" in text
+
+
+def _ms(iso: str) -> int:
+    return int(datetime.fromisoformat(iso).timestamp() * 1000)
 
 
 def _fresh_process_predictions(uri: str, listings: Path) -> dict[str, Any]:
@@ -248,6 +280,12 @@ def test_the_model_lifecycle(
         gate_run.data.tags[MLFLOW_PARENT_RUN_ID] == client.get_model_version(MODEL_NAME, "2").run_id
     )
     assert [a.path for a in client.list_artifacts(gate_run.info.run_id)] == ["gate.json"]
+    # The gate's result is written into the version's card, which `rakuten model card` prints.
+    card_v2 = rakuten("card", "--version", "2", **gate_on)
+    assert card_v2.exit_code == 0, card_v2.output
+    assert "**FAILED**" in card_v2.stdout and "below the champion's" in card_v2.stdout
+    assert "against champion version 1" in card_v2.stdout
+    assert "## Confusion matrix" in card_v2.stdout and "Not validated yet" not in card_v2.stdout
     refused = rakuten("promote", "--version", "2", **gate_on)
     assert isinstance(refused.exception, RakutenError)
     assert "did not pass the gate" in str(refused.exception)
@@ -283,6 +321,15 @@ def test_the_model_lifecycle(
     assert _aliases(client) == {"champion": "1"}
     assert "champion_until" not in client.get_model_version(MODEL_NAME, "1").tags
     history = champion_history(client)
+    audit = client.get_experiment_by_name(AUDIT_EXPERIMENT)
+    names = [r.info.run_name for r in client.search_runs([audit.experiment_id])]
+    assert sorted(names) == ["promote v1", "promote v1 -> v3", "rollback v3 -> v1"]
+    assert audit.tags[EXPERIMENT_KIND_TAG] == MACHINE_LEARNING
+    champion_card = rakuten("card", **gate_on)  # default: @champion's card, version 1
+    assert "version 1" in champion_card.stdout.splitlines()[0]
+    assert (
+        "**PASSED**" in champion_card.stdout and "with no champion to beat" in champion_card.stdout
+    )
     assert [(h["action"], h["version"], h["previous_version"]) for h in history] == [
         ("promote", "1", None),
         ("promote", "3", "1"),

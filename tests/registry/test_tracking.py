@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from src.config import Params, params_hash
 from src.data.layout import MANIFEST_FILE
 from src.registry.tracking import (
+    EXPERIMENT_KIND_TAG,
+    MACHINE_LEARNING,
     airflow_context,
     data_lineage,
     experiment_id,
@@ -26,6 +29,7 @@ from src.registry.tracking import (
     log_fit,
     run,
     score_metrics,
+    summary_times,
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -151,7 +155,7 @@ def test_flatten_dots_nested_keys() -> None:
     }
 
 
-def test_log_batch_keeps_to_mlflow_batch_limits(embedded_uri: str) -> None:
+def test_log_batch_sends_everything_in_one_call_that_mlflow_splits(embedded_uri: str) -> None:
     client = CountingClient(embedded_uri, embedded_uri)
     client.calls = []
     experiment = experiment_id(client)
@@ -160,10 +164,8 @@ def test_log_batch_keeps_to_mlflow_batch_limits(embedded_uri: str) -> None:
     tags = {f"t{i}": str(i) for i in range(120)}
     with run(client, experiment, "limits") as run_id:
         log_batch(client, run_id, metrics, params, tags)
-    assert all(
-        m <= 1000 and p <= 100 and t <= 100 and m + p + t <= 1000 for m, p, t in client.calls
-    )
-    assert len(client.calls) == 3  # 2300 metrics + 270 params and tags: three requests, not 2570
+    # One public call: MLflow's client splits it to the backend's batch limits (1,000 entities).
+    assert client.calls == [(2300, 150, 120)]
     stored = client.get_run(run_id)
     assert len(client.get_metric_history(run_id, "loss")) == 2300
     assert stored.data.params["p149"] == "149"
@@ -218,3 +220,48 @@ def test_fit_summary_becomes_metrics_params_history_and_trial_runs(
     assert [t.data.params["C"] for t in trials] == ["1.0", "2.0"]
     assert [t.data.metrics["fit.value"] for t in trials] == [0.61, 0.72]
     assert trials[0].data.params["fit.state"] == "COMPLETE"
+
+
+def test_experiments_are_machine_learning_ones(embedded: MlflowClient) -> None:
+    created = embedded.get_experiment(experiment_id(embedded))
+    assert created.tags[EXPERIMENT_KIND_TAG] == MACHINE_LEARNING
+    older = embedded.create_experiment("made-before-the-tag")  # as an earlier release made it
+    assert experiment_id(embedded, "made-before-the-tag") == older
+    assert embedded.get_experiment(older).tags[EXPERIMENT_KIND_TAG] == MACHINE_LEARNING
+
+
+def test_a_run_logged_afterwards_carries_the_times_of_its_work(embedded: MlflowClient) -> None:
+    started = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+    finished = started + timedelta(minutes=13)
+    experiment = experiment_id(embedded)
+    with run(embedded, experiment, "text_cnn", times=(started, finished)) as run_id:
+        pass
+    info = embedded.get_run(run_id).info
+    assert (info.start_time, info.end_time) == (
+        int(started.timestamp() * 1000),
+        int(finished.timestamp() * 1000),
+    )
+
+
+def test_trial_runs_follow_one_another_from_the_fit_start(embedded: MlflowClient) -> None:
+    started = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+    summary = {
+        "started_at": started.isoformat(),
+        "finished_at": (started + timedelta(seconds=100)).isoformat(),
+        "trials": [{"number": 0, "seconds": 30.0}, {"number": 1, "seconds": 45.5}],
+    }
+    assert summary_times(summary) == (started, started + timedelta(seconds=100))
+    assert summary_times({}) == (None, None)
+    experiment = experiment_id(embedded)
+    with run(embedded, experiment, "text_tfidf", times=summary_times(summary)) as branch_run:
+        log_fit(embedded, experiment, branch_run, summary, "text_tfidf")
+    branch = embedded.get_run(branch_run)
+    assert "fit.started_at" not in branch.data.params  # the run's own times, not params
+    trials = embedded.search_runs(
+        [experiment], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{branch_run}'", order_by=["tags.trial"]
+    )
+    start = int(started.timestamp() * 1000)
+    assert [(t.info.start_time - start, t.info.end_time - start) for t in trials] == [
+        (0, 30_000),
+        (30_000, 75_500),
+    ]
