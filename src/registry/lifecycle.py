@@ -5,10 +5,13 @@ the alias `challenger` and its test scores as tags. `validate` scores challenger
 the same rows and writes the gate's decision, numbers and reasons on the version (tags `gate.*`)
 and in `reports/gate.json`. `promote` moves the alias `champion` to a version that passed the gate
 (aliases, never the deprecated stages); `rollback` moves it back to the previous champion.
+Registration writes the version's model card (`src/registry/card.py`); the gate writes it again
+with its result.
 
-Every move of `champion` is one run of the audit experiment `rakuten-product-classifier-audit`
-(tags `audit.*`: action, version, previous version, who, why, when): it lives in the tracking
-backend, so it survives restarts, and rollback reads it. A move's run is FINISHED only once the
+Every move of `champion` is one run of the audit experiment `rakuten-product-classifier-audit`,
+named for the move ("promote v1", "rollback v3 -> v2"), with tags `audit.*` (action, version,
+previous version, who, why, when): it lives in the tracking backend, so it survives restarts,
+and rollback reads it. A move's run is FINISHED only once the
 alias has moved, so a failed move leaves no record. The versions also carry `champion_since`,
 `champion_until` and `promoted_by`.
 """
