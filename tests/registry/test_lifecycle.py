@@ -225,7 +225,7 @@ def _fresh_process_predictions(uri: str, listings: Path) -> dict[str, Any]:
         env=environ,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,  # a guard, not a budget: on a loaded 2-core machine this took over 300 s
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
