@@ -46,6 +46,18 @@ format: env ## Format the code and fix what ruff can
 test: env airflow-env lint ## Build what is needed, then lint and run the whole test suite
 	$(VENV)/bin/pytest -n auto --dist loadfile --durations=25
 
+# Prometheus and the Pushgateway from Debian's packages, on 127.0.0.1 with the repository's scrape
+# jobs and alert rules (src/monitoring/local.py points them at local targets). Their data stays in
+# .monitor/ between runs. While they run, `make run` and `make airflow` push to this Pushgateway
+# unless RAKUTEN_PUSHGATEWAY_URL is set in the environment.
+MONITOR_DIR := .monitor
+PROMETHEUS_PORT := 9090
+PUSHGATEWAY_PORT := 9091
+# The Pushgateway of `make monitor` if it answers now, else nothing (the steps then log that
+# metrics are off, or push to RAKUTEN_PUSHGATEWAY_URL of .env).
+MONITOR_PUSHGATEWAY = $(shell curl -sf -m 1 -o /dev/null http://127.0.0.1:$(PUSHGATEWAY_PORT)/-/ready \
+	&& echo http://127.0.0.1:$(PUSHGATEWAY_PORT))
+
 # Airflow on the embedded defaults: SQLite metadata in .airflow/, the DAGs of dags/, the tasks
 # running `rakuten` from .venv in this folder (RAKUTEN_HOME). The settings (.env) are the tasks'.
 AIRFLOW_HOME ?= $(CURDIR)/.airflow
@@ -87,18 +99,6 @@ bench: env airflow-env ## Run the benchmarks, about an hour (see docs/benchmarks
 	$(VENV)/bin/python bench/bench_predict_batch.py
 	$(VENV)/bin/python bench/bench_dag.py
 	$(VENV)/bin/python bench/bench_api.py
-
-# Prometheus and the Pushgateway from Debian's packages, on 127.0.0.1 with the repository's scrape
-# jobs and alert rules (src/monitoring/local.py points them at local targets). Their data stays in
-# .monitor/ between runs. While they run, `make run` and `make airflow` push to this Pushgateway
-# unless RAKUTEN_PUSHGATEWAY_URL is set in the environment.
-MONITOR_DIR := .monitor
-PROMETHEUS_PORT := 9090
-PUSHGATEWAY_PORT := 9091
-# The Pushgateway of `make monitor` if it answers now, else nothing (the steps then log that
-# metrics are off, or push to RAKUTEN_PUSHGATEWAY_URL of .env).
-MONITOR_PUSHGATEWAY = $(shell curl -sf -m 1 -o /dev/null http://127.0.0.1:$(PUSHGATEWAY_PORT)/-/ready \
-	&& echo http://127.0.0.1:$(PUSHGATEWAY_PORT))
 
 monitor: env ## Start Prometheus (UI on 127.0.0.1:9090) and the Pushgateway (127.0.0.1:9091)
 	@command -v prometheus >/dev/null && command -v prometheus-pushgateway >/dev/null || { \

@@ -90,7 +90,8 @@ def push(url: str | None, step: str, grouping: Mapping[str, str], metrics: StepM
         pushadd_to_gateway(
             url, job=JOB, registry=metrics.registry, grouping_key=key, timeout=PUSH_TIMEOUT_SECONDS
         )
-    except (OSError, ValueError) as error:  # refused, timed out, HTTP error, malformed URL
+    # Refused, timed out, an HTTP error, a malformed URL, or anything else: never the step's fault.
+    except Exception as error:
         logger.warning("step %s: metrics not pushed to %s: %s", step, url, error)
         return False
     logger.debug("step %s: pushed %s to %s", step, sorted(metrics.names()), url)

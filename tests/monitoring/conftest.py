@@ -13,9 +13,8 @@ import shutil
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -131,19 +130,3 @@ def step_samples(url: str, step: str) -> dict[str, dict[str, str]]:
         if dict(labels).get("step") == step and name.startswith("rakuten_"):
             found.setdefault(name, dict(labels))
     return found
-
-
-@pytest.fixture
-def delete_group(pushgateway: str) -> Iterator[Callable[[str], None]]:
-    """Delete step groups from the gateway at the end of the test (shared by the session)."""
-    from prometheus_client import delete_from_gateway
-
-    groups: list[str] = []
-    yield groups.append
-    for step in groups:
-        delete_from_gateway(pushgateway, job="rakuten", grouping_key={"step": step})
-
-
-def write_json(path: Path, value: object) -> Path:
-    path.write_text(json.dumps(value), encoding="utf-8")
-    return path

@@ -104,7 +104,7 @@ def pipeline(
 
 
 def _variables(dashboard: dict[str, Any], prometheus: Prometheus) -> dict[str, str]:
-    """A real value for each template variable: the first of its label_values query."""
+    """A value for each template variable, as the dashboard opens: All, or the first value."""
     values = {
         "$__range_s": str(RANGE_SECONDS),
         "$__range": f"{RANGE_SECONDS}s",
@@ -117,7 +117,10 @@ def _variables(dashboard: dict[str, Any], prometheus: Prometheus) -> dict[str, s
         metric, label = match.groups()
         found = prometheus.api(f"label/{label}/values", **{"match[]": metric})
         assert found, f"no value of ${variable['name']}"
-        values[f"${variable['name']}"] = found[0]
+        # The dashboard opens on "All" where it offers it, else on the first value.
+        values[f"${variable['name']}"] = (
+            variable["allValue"] if variable["includeAll"] else found[0]
+        )
     return values
 
 
