@@ -6,7 +6,7 @@ step's metrics go to the Pushgateway of RAKUTEN_PUSHGATEWAY_URL with prometheus-
 `branch` for train, `alias` for predict-batch): never a run id or a date, because the Pushgateway
 keeps every group until someone deletes it. Monitoring never fails a step: without the URL the
 steps run the same (one log line says metrics are off), and a gateway that is down or slow costs a
-warning after at most PUSH_TIMEOUT_SECONDS.
+warning once the push times out (PUSH_TIMEOUT_SECONDS).
 """
 
 from __future__ import annotations

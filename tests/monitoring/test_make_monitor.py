@@ -133,7 +133,7 @@ def test_after_a_training_run_every_step_has_its_last_success(
     environment = airflow_environment(tmp_path / "airflow", settings)
     migrated = run_airflow(environment, "db", "migrate")
     assert migrated.returncode == 0, migrated.stderr[-3000:]
-    ran = run_airflow(environment, "dags", "test", "rakuten_training")
+    ran = run_airflow(environment, "dags", "test", "rakuten_training", timeout=2400)
     assert ran.returncode == 0, ran.stdout[-6000:]
     expr = 'rakuten_step_last_success_timestamp_seconds{dag_id="rakuten_training"}'
     deadline = time.monotonic() + 60
