@@ -12,7 +12,7 @@ AIRFLOW_LOCK := docker/airflow/requirements.txt
 RAKUTEN := $(VENV)/bin/rakuten
 
 .PHONY: help env airflow-env airflow-init test lint format run airflow serve repro bench mlflow lock \
-	airflow-lock clean
+	airflow-lock clean monitor
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -46,6 +46,18 @@ format: env ## Format the code and fix what ruff can
 test: env airflow-env lint ## Build what is needed, then lint and run the whole test suite
 	$(VENV)/bin/pytest -n auto --dist loadfile --durations=25
 
+# Prometheus and the Pushgateway from Debian's packages, on 127.0.0.1 with the repository's scrape
+# jobs and alert rules (src/monitoring/local.py points them at local targets). Their data stays in
+# .monitor/ between runs. While they run, `make run` and `make airflow` push to this Pushgateway
+# unless RAKUTEN_PUSHGATEWAY_URL is set in the environment.
+MONITOR_DIR := .monitor
+PROMETHEUS_PORT := 9090
+PUSHGATEWAY_PORT := 9091
+# The Pushgateway of `make monitor` if it answers now, else nothing (the steps then log that
+# metrics are off, or push to RAKUTEN_PUSHGATEWAY_URL of .env).
+MONITOR_PUSHGATEWAY = $(shell curl -sf -m 1 -o /dev/null http://127.0.0.1:$(PUSHGATEWAY_PORT)/-/ready \
+	&& echo http://127.0.0.1:$(PUSHGATEWAY_PORT))
+
 # Airflow on the embedded defaults: SQLite metadata in .airflow/, the DAGs of dags/, the tasks
 # running `rakuten` from .venv in this folder (RAKUTEN_HOME). The settings (.env) are the tasks'.
 AIRFLOW_HOME ?= $(CURDIR)/.airflow
@@ -53,6 +65,7 @@ AIRFLOW := env AIRFLOW_HOME=$(AIRFLOW_HOME) AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)
 	AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__CORE__PARALLELISM=4 \
 	AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__PORT=8080 \
 	AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:8080/execution/ RAKUTEN_HOME=$(CURDIR) \
+	RAKUTEN_PUSHGATEWAY_URL=$${RAKUTEN_PUSHGATEWAY_URL:-$(MONITOR_PUSHGATEWAY)} \
 	PATH=$(CURDIR)/$(AIRFLOW_VENV)/bin:$(CURDIR)/$(VENV)/bin:$$PATH airflow
 RUN_CONF ?= {}
 
@@ -86,6 +99,22 @@ bench: env airflow-env ## Run the benchmarks, about an hour (see docs/benchmarks
 	$(VENV)/bin/python bench/bench_predict_batch.py
 	$(VENV)/bin/python bench/bench_dag.py
 	$(VENV)/bin/python bench/bench_api.py
+
+monitor: env ## Start Prometheus (UI on 127.0.0.1:9090) and the Pushgateway (127.0.0.1:9091)
+	@command -v prometheus >/dev/null && command -v prometheus-pushgateway >/dev/null || { \
+		echo "install Debian's prometheus and prometheus-pushgateway packages (apt-get install)"; \
+		exit 1; }
+	@mkdir -p $(MONITOR_DIR)
+	$(VENV)/bin/python -m src.monitoring.local --out $(MONITOR_DIR)/prometheus.yml \
+		--prometheus-port $(PROMETHEUS_PORT) --pushgateway-port $(PUSHGATEWAY_PORT)
+	@echo "Prometheus UI: http://127.0.0.1:$(PROMETHEUS_PORT) (alerts: /alerts, graphs: /graph)"
+	@echo "Pushgateway UI: http://127.0.0.1:$(PUSHGATEWAY_PORT) (what each step pushed last)"
+	@echo "make run (in another terminal) now pushes its steps' metrics here; Ctrl-C stops both."
+	@prometheus-pushgateway --web.listen-address=127.0.0.1:$(PUSHGATEWAY_PORT) \
+		--persistence.file=$(MONITOR_DIR)/pushgateway.metrics --log.level=warn & gateway=$$!; \
+	trap 'kill $$gateway' EXIT; \
+	prometheus --config.file=$(MONITOR_DIR)/prometheus.yml --storage.tsdb.path=$(MONITOR_DIR)/data \
+		--web.listen-address=127.0.0.1:$(PROMETHEUS_PORT) --log.level=warn
 
 # The backend is RAKUTEN_MLFLOW_TRACKING_URI (env or .env) when it is a SQLite URI, else the
 # embedded default; artifacts go beside the database, as the embedded default puts them.

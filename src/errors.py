@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Final
+
+# A step that finds nothing to do exits with it; Airflow shows the task skipped
+# (skip_on_exit_code), monitoring records a skip rather than a failure.
+SKIPPED_EXIT_CODE: Final = 99
+
 
 class RakutenError(Exception):
     """An expected failure whose message tells the user what went wrong and what to do."""

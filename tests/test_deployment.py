@@ -727,7 +727,14 @@ def test_the_pipeline_dashboard_shows_dag_run_durations_and_task_failures() -> N
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
 def test_dashboard_queries_are_valid_promql(path: Path, tmp_path: Path) -> None:
     """promtool parses each query as a recording rule, Grafana's variables given values."""
-    values = {"$__range": "1d", "$__rate_interval": "5m", "$__interval": "1m", "$dag_id": ".*"}
+    values = {
+        "$__range_s": "86400",
+        "$__range": "1d",
+        "$__rate_interval": "5m",
+        "$__interval": "1m",
+        "$dag_id": ".*",
+        "$step": ".*",
+    }
     rules = []
     for index, query in enumerate(_dashboard_queries(json.loads(path.read_text()))):
         for variable, value in values.items():

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from src.config import get_settings
+from src.errors import SKIPPED_EXIT_CODE as SKIPPED_EXIT_CODE
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -32,8 +33,6 @@ def paths(processed: Path | None, raw: Path | None, models: Path | None) -> tupl
 PROCESSED = typer.Option(None, help="Processed dataset (default: RAKUTEN_DATA_ROOT/processed).")
 RAW = typer.Option(None, help="Raw snapshot, for the photos (default: RAKUTEN_DATA_ROOT/raw).")
 MODELS = typer.Option(None, help="Models folder (default: RAKUTEN_MODELS_DIR).")
-
-SKIPPED_EXIT_CODE = 99  # what Airflow's bash tasks read as "skipped" (skip_on_exit_code)
 
 
 class OutputFormat(StrEnum):

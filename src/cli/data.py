@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from src.config import get_settings, load_params, parse_data_source
+from src.monitoring.push import monitored
 
 app = typer.Typer(
     help="Data steps: make synthetic data, ingest, validate, build datasets.",
@@ -86,7 +87,9 @@ def data_ingest(
         if not isinstance(data_source, HubSource):
             raise typer.BadParameter("--revision needs a hub source (hf or hf://OWNER/REPO)")
         data_source = replace(data_source, revision=revision)
-    summary = ingest(data_source, out or settings.data_root / "raw", load_params())
+    with monitored("ingest") as run:
+        summary = ingest(data_source, out or settings.data_root / "raw", load_params())
+        run.summary(summary)
     typer.echo(json.dumps(summary))
 
 
@@ -109,7 +112,10 @@ def data_validate(
     from src.data.validate import validate
 
     interim = interim_dir or get_settings().data_root / "interim"
-    typer.echo(json.dumps(validate(raw_dir, interim, report, workers)))
+    with monitored("validate") as run:
+        summary = validate(raw_dir, interim, report, workers)
+        run.summary(summary)
+    typer.echo(json.dumps(summary))
 
 
 @app.command("make-dataset")
@@ -128,5 +134,7 @@ def data_make_dataset(
     from src.data.make_dataset import make_dataset
 
     interim = interim_dir or get_settings().data_root / "interim"
-    summary = make_dataset(raw_dir, out_dir, load_params().make_dataset, interim, workers)
+    with monitored("make_dataset") as run:
+        summary = make_dataset(raw_dir, out_dir, load_params().make_dataset, interim, workers)
+        run.summary(summary)
     typer.echo(json.dumps(summary))

@@ -23,6 +23,7 @@ from src.cli.common import (
 )
 from src.config import get_settings, load_params
 from src.errors import RakutenError
+from src.monitoring.push import monitored
 
 app = typer.Typer(
     help="The model registry (MLflow): track and register, gate, promote, roll back, model cards.",
@@ -40,10 +41,12 @@ def model_changes(
     from src.registry.lifecycle import training_needed
 
     raw_dir = raw or get_settings().data_root / "raw"
-    summary = training_needed(registry(), raw_dir, load_params(), force)
-    typer.echo(json.dumps(summary))
-    if not summary["train"]:
-        raise typer.Exit(SKIPPED_EXIT_CODE)
+    with monitored("changes") as run:
+        summary = training_needed(registry(), raw_dir, load_params(), force)
+        run.summary(summary)
+        typer.echo(json.dumps(summary))
+        if not summary["train"]:
+            raise typer.Exit(SKIPPED_EXIT_CODE)
 
 
 @app.command("register")
@@ -60,7 +63,10 @@ def model_register(
     from src.registry.lifecycle import register
 
     paths = training_paths(processed, raw, models, reports)
-    typer.echo(json.dumps(register(registry(), paths, load_params(), os.environ)))
+    with monitored("register") as run:
+        summary = register(registry(), paths, load_params(), os.environ)
+        run.summary(summary)
+    typer.echo(json.dumps(summary))
 
 
 @app.command("validate")
@@ -86,7 +92,9 @@ def model_validate(
     from src.registry.lifecycle import validate
 
     paths = training_paths(processed, raw, None, reports)
-    summary = validate(registry(), paths, load_params().gate, version, data)
+    with monitored("gate") as run:
+        summary = validate(registry(), paths, load_params().gate, version, data)
+        run.summary(summary)
     typer.echo(json.dumps(summary))
     if fail and summary["decision"] != "passed":
         reasons = "; ".join(summary["reasons"])
@@ -115,13 +123,15 @@ def model_promote(
 
     approval = load_params().promote.approval
     who = by or actor(auto, os.environ)
-    try:
-        summary = promote(registry(), approval, version, auto, who)
-    except GateNotPassedError as error:
-        if not skip_failed:
-            raise
-        typer.echo(json.dumps({"skipped": str(error)}))
-        raise typer.Exit(SKIPPED_EXIT_CODE) from None
+    with monitored("promote") as run:
+        try:
+            summary = promote(registry(), approval, version, auto, who)
+        except GateNotPassedError as error:
+            if not skip_failed:
+                raise
+            typer.echo(json.dumps({"skipped": str(error)}))
+            raise typer.Exit(SKIPPED_EXIT_CODE) from None
+        run.summary(summary)
     typer.echo(json.dumps(summary))
 
 
@@ -133,7 +143,10 @@ def model_rollback(
     """Move @champion back to the previous champion in one step (recorded in the audit log)."""
     from src.registry.lifecycle import actor, rollback
 
-    typer.echo(json.dumps(rollback(registry(), by or actor(False, os.environ), reason)))
+    with monitored("rollback") as run:
+        summary = rollback(registry(), by or actor(False, os.environ), reason)
+        run.summary(summary)
+    typer.echo(json.dumps(summary))
 
 
 @app.command("history")

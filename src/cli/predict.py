@@ -10,6 +10,7 @@ import typer
 
 from src.cli.common import RAW, SKIPPED_EXIT_CODE, registry
 from src.config import get_settings
+from src.monitoring.push import monitored
 
 app = typer.Typer()
 
@@ -68,21 +69,23 @@ def predict_batch(
     from src.registry.lifecycle import NoModelError, model_ref
 
     settings = get_settings()
-    try:
-        model = model_ref(registry(), alias)
-    except NoModelError as error:
-        if not skip_missing:
-            raise
-        typer.echo(json.dumps({"skipped": f"{error}: nothing to score"}))
-        raise typer.Exit(SKIPPED_EXIT_CODE) from None
-    summary = run_batch(
-        logical_date.date(),
-        model=model,
-        raw_dir=raw or settings.data_root / "raw",
-        incoming_dir=incoming or settings.incoming,
-        predictions_dir=settings.data_root / "predictions",
-        engine=make_engine(),
-        tracking_uri=settings.mlflow_tracking_uri,
-        batch_size=batch_size,
-    )
+    with monitored("predict_batch", alias=alias) as run:
+        try:
+            model = model_ref(registry(), alias)
+        except NoModelError as error:
+            if not skip_missing:
+                raise
+            typer.echo(json.dumps({"skipped": f"{error}: nothing to score"}))
+            raise typer.Exit(SKIPPED_EXIT_CODE) from None
+        summary = run_batch(
+            logical_date.date(),
+            model=model,
+            raw_dir=raw or settings.data_root / "raw",
+            incoming_dir=incoming or settings.incoming,
+            predictions_dir=settings.data_root / "predictions",
+            engine=make_engine(),
+            tracking_uri=settings.mlflow_tracking_uri,
+            batch_size=batch_size,
+        )
+        run.summary(summary)
     typer.echo(json.dumps(summary))

@@ -9,6 +9,7 @@ import typer
 
 from src.cli.common import MODELS, PROCESSED, RAW, paths
 from src.config import get_settings, load_params
+from src.monitoring.push import monitored
 
 app = typer.Typer()
 
@@ -30,11 +31,13 @@ def train(
 
     processed_dir, raw_dir, models_dir = paths(processed, raw, models)
     params = load_params()
-    summary: dict[str, object] = {
-        "branches": train_branches(processed_dir, raw_dir, models_dir, params, branch or None)
-    }
-    if not branch:
-        summary["fusion"] = fuse_branches(processed_dir, raw_dir, models_dir, params)
+    with monitored("train", branch=",".join(branch) if branch else "all") as run:
+        summary: dict[str, object] = {
+            "branches": train_branches(processed_dir, raw_dir, models_dir, params, branch or None)
+        }
+        if not branch:
+            summary["fusion"] = fuse_branches(processed_dir, raw_dir, models_dir, params)
+        run.summary(summary)
     typer.echo(json.dumps(summary, default=str))
 
 
@@ -44,7 +47,10 @@ def fuse(processed: Path = PROCESSED, raw: Path = RAW, models: Path = MODELS) ->
     from src.models.train import fuse_branches
 
     processed_dir, raw_dir, models_dir = paths(processed, raw, models)
-    typer.echo(json.dumps(fuse_branches(processed_dir, raw_dir, models_dir, load_params())))
+    with monitored("fuse") as run:
+        summary = fuse_branches(processed_dir, raw_dir, models_dir, load_params())
+        run.summary(summary)
+    typer.echo(json.dumps(summary))
 
 
 @app.command("evaluate")
@@ -63,4 +69,7 @@ def evaluate(
 
     processed_dir, raw_dir, models_dir = paths(processed, raw, models)
     reports_dir = reports or get_settings().reports_dir
-    typer.echo(json.dumps(evaluate_models(processed_dir, raw_dir, models_dir, reports_dir)))
+    with monitored("evaluate") as run:
+        summary = evaluate_models(processed_dir, raw_dir, models_dir, reports_dir)
+        run.summary(summary)
+    typer.echo(json.dumps(summary))

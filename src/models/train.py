@@ -99,7 +99,12 @@ def evaluate_models(
         for name, scores in report.items()
     }
     logger.info("test scores: %s", json.dumps(headline))
-    return {"raw_version": raw_version(raw_dir), "rows": len(test), "scores": headline}
+    return {
+        "raw_version": raw_version(raw_dir),
+        "rows": len(test),
+        "scores": headline,
+        "report": str(reports_dir / evaluation.METRICS_FILE),
+    }
 
 
 def _load_fused(models_dir: Path) -> FusedModel:
