@@ -37,8 +37,6 @@ def _timed(clone: Path, target: str, output: Path) -> dict[str, object]:
     """Run `make TARGET` in the clone, its output to a file; seconds, memory, status, load."""
     load_before = os.getloadavg()[0]
     command = ["bash", "-c", f"make -C {clone} {target} > {output} 2>&1"]
-    os.environ.clear()  # measure() runs with the process's environment
-    os.environ.update(_environment())
     result = measure(command)
     return {
         "target": target,
@@ -67,6 +65,9 @@ def main() -> None:
     parser.add_argument("--repo", type=Path, default=ROOT, help="Repository to clone (its HEAD).")
     parser.add_argument("--keep", action="store_true", help="Keep the clone (its path is shown).")
     args = parser.parse_args()
+    environment = _environment()  # measure() runs its commands in this process's environment
+    os.environ.clear()
+    os.environ.update(environment)
     work = Path(tempfile.mkdtemp(prefix="bench-make-run-"))
     clone = work / "clone"
     commit = subprocess.run(
