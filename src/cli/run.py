@@ -82,9 +82,9 @@ def follow_run(
         with engine.connect() as connection:
             newest = connection.execute(_NEWEST_RUN, {"dag": dag_id}).first()
             if newest is not None and (after_id is None or newest.id > after_id):
+                if run is None:
+                    echo(f"{dag_id}, run {newest.run_id}:")
                 run = newest
-                if not shown:
-                    echo(f"{dag_id}, run {run.run_id}:")
                 tasks = connection.execute(_TASKS, {"dag": dag_id, "run": run.run_id}).all()
                 finished = [t for t in tasks if t.state in FINISHED]
                 for task in sorted(finished, key=lambda t: (str(t.end_date), t.task_id)):
