@@ -74,9 +74,17 @@ airflow-init: env airflow-env
 	$(AIRFLOW) db migrate > /dev/null
 	$(AIRFLOW) pools set gpu 1 "one slot per GPU: the neural branches" > /dev/null
 
-# The main job: the training DAG end to end, in process (`airflow dags test`).
+# The main job: the training DAG end to end, in process (`airflow dags test`). The terminal shows
+# one line per task as it finishes, then the summary of the run; Airflow's own log goes to
+# RUN_LOG (one file per run).
+RUN_STAMP := $(shell date -u +%Y%m%dT%H%M%S)
+RUN_LOG ?= $(AIRFLOW_HOME)/logs/make-run-$(RUN_STAMP).log
+
 run: airflow-init ## Run the training DAG end to end in process (trigger form: RUN_CONF='{...}')
-	$(AIRFLOW) dags test rakuten_training --conf '$(RUN_CONF)'
+	@$(RAKUTEN) --log-level WARNING run follow --airflow-db sqlite:///$(AIRFLOW_HOME)/airflow.db \
+		--log $(RUN_LOG) -- $(AIRFLOW) dags test rakuten_training --conf '$(RUN_CONF)'; \
+	status=$$?; $(RAKUTEN) --log-level WARNING run summary; \
+	echo; echo "Airflow's log of this run: $(RUN_LOG)"; exit $$status
 
 airflow: airflow-init ## Start Airflow (api-server, scheduler, ...) on 127.0.0.1:8080 with its UI
 	@echo "Airflow UI: http://127.0.0.1:8080 (user admin; the password is printed below and"

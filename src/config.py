@@ -253,11 +253,12 @@ class ImageCnnParams(_Block):
     backbone: Literal["small", "efficientnetb0", "mobilenetv3small"] = "small"
     weights_file: Path | None = None  # ImageNet weights (no top); None: the Keras cache
     on_missing_weights: Literal["stop", "scratch"] = "stop"
-    image_size: int = Field(128, ge=32)
-    conv_filters: tuple[int, ...] = Field((32, 64, 128, 256, 512), min_length=1)
+    # The demo defaults of params.yaml (a CPU); its comments give the full-data values.
+    image_size: int = Field(64, ge=32)
+    conv_filters: tuple[int, ...] = Field((16, 32, 64, 128), min_length=1)
     dropout: float = Field(0.3, ge=0, lt=1)
-    batch_size: int = Field(64, gt=0)
-    epochs: int = Field(30, gt=0)  # from scratch, or phase 1 (head only) of a fine-tuning
+    batch_size: int = Field(32, gt=0)
+    epochs: int = Field(8, gt=0)  # from scratch, or phase 1 (head only) of a fine-tuning
     learning_rate: float = Field(1e-3, gt=0)
     fine_tune_epochs: int = Field(10, ge=0)  # phase 2: top backbone layers unfrozen
     fine_tune_layers: int = Field(40, ge=1)

@@ -37,13 +37,23 @@ def model_changes(
     force: bool = typer.Option(False, "--force", help="Train even if nothing changed."),
 ) -> None:
     """Say whether a pipeline run must train: exit 99 if a version was already registered from
-    this data version with these params (Airflow skips training then), 0 otherwise."""
-    from src.registry.lifecycle import training_needed
+    this data version with these params (Airflow skips training then), 0 otherwise.
 
-    raw_dir = raw or get_settings().data_root / "raw"
+    The decision and its reason also go to REPORTS/changes.json (for `rakuten run summary`)."""
+    from datetime import UTC, datetime
+
+    from src.data.io import write_json
+    from src.registry.lifecycle import training_needed
+    from src.registry.summary import CHANGES_FILE
+
+    settings = get_settings()
     with monitored("changes") as run:
-        summary = training_needed(registry(), raw_dir, load_params(), force)
+        summary = training_needed(
+            registry(), raw or settings.data_root / "raw", load_params(), force
+        )
         run.summary(summary)
+        checked_at = datetime.now(UTC).isoformat(timespec="seconds")
+        write_json(settings.reports_dir / CHANGES_FILE, {**summary, "checked_at": checked_at})
         typer.echo(json.dumps(summary))
         if not summary["train"]:
             raise typer.Exit(SKIPPED_EXIT_CODE)

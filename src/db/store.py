@@ -204,7 +204,7 @@ def _top3(value: object) -> list[dict[str, Any]]:
     return parsed
 
 
-def _parquet_path(directory: Path, logical_date: date, model: ModelRef) -> Path:
+def parquet_path(directory: Path, logical_date: date, model: ModelRef) -> Path:
     """data/predictions/<logical date>/<model name>-v<version>.parquet"""
     name = re.sub(r"[^\w.-]", "_", f"{model.name}-v{model.version}")
     return directory / logical_date.isoformat() / f"{name}.parquet"
@@ -293,7 +293,7 @@ def _store(
     predictions_dir: Path | None,
     chunk_rows: int,
 ) -> StoredBatch:
-    path = None if predictions_dir is None else _parquet_path(predictions_dir, logical_date, model)
+    path = None if predictions_dir is None else parquet_path(predictions_dir, logical_date, model)
     with _staged(path) as tmp:
         with transaction(engine) as connection:
             model_id = _model_version_id(connection, model)
