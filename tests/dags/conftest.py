@@ -204,7 +204,7 @@ class Standalone:
     def aliases(self) -> dict[str, str]:
         return dict(self.client().get_registered_model(MODEL_NAME).aliases)
 
-    def wait_for_run(self, dag_id: str, run_id: str, seconds: float = 900) -> dict[str, Any]:
+    def wait_for_run(self, dag_id: str, run_id: str, seconds: float = 1800) -> dict[str, Any]:
         """The DAG run once it has finished; the test fails with Airflow's log if it does not."""
         deadline = time.monotonic() + seconds
         state = "unknown"

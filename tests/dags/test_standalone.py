@@ -125,6 +125,7 @@ def test_a_person_trains_from_the_trigger_form_of_the_airflow_ui(
         assert time.monotonic() < deadline, "no run was triggered"
         time.sleep(1)
     [run] = manual
+    chromium.get("about:blank")  # the open grid would poll the API server all along the run
     assert run["conf"]["branches"] == ["text_tfidf"]
     assert run["conf"]["sample_rows"] == SAMPLE_ROWS
     assert run["conf"]["data_source"] is None and run["conf"]["promotion"] is None
@@ -156,9 +157,20 @@ def test_the_mlflow_ui_shows_the_pipeline_run_with_its_branch_runs(
     experiment = standalone.client().get_experiment_by_name("rakuten-product-classifier")
     assert experiment is not None
     chromium.get(f"{standalone.tracking_uri}/#/experiments/{experiment.experiment_id}")
-    # The default view of the experiment lists the training runs, the pipeline's first.
-    parent = _visible(chromium, f"//*[normalize-space(text())='{name}']", seconds=90)
+    # The experiment opens in the model-training view (its runs), not the GenAI one (traces).
+    # MLflow 3.17's UI takes the view from `?workflowType=` or the browser's localStorage
+    # `mlflow.workflowType` (GenAI when unset) before any experiment tag.
+    runs = f"//*[normalize-space(text())='{name}']"
+    genai = "//*[normalize-space(text())='Traces' or normalize-space(text())='Detect Issues']"
+    _wait(chromium, 90).until(
+        lambda d: d.find_elements(By.XPATH, runs) or d.find_elements(By.XPATH, genai)
+    )
+    time.sleep(2)  # let the page settle into its view before the screenshot
     screenshot(chromium, "mlflow-1-experiment")
+    assert chromium.find_elements(By.XPATH, runs), (
+        f"the experiment opened in the GenAI view, not its runs ({chromium.current_url})"
+    )
+    parent = chromium.find_element(By.XPATH, runs)
     cell = parent.find_element(By.XPATH, "./ancestor::*[@role='gridcell'][1]")
     cell.find_element(By.XPATH, ".//button").click()  # the expander, before the name
     _visible(chromium, "//*[normalize-space(text())='text_tfidf']")
