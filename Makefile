@@ -88,7 +88,8 @@ run: airflow-init ## Run the training DAG end to end in process (trigger form: R
 
 airflow: airflow-init ## Start Airflow (api-server, scheduler, ...) on 127.0.0.1:8080 with its UI
 	@echo "Airflow UI: http://127.0.0.1:8080 (user admin; the password is printed below and"
-	@echo "kept in $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated)"
+	@echo "kept in $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated). Everything listens"
+	@echo "on 127.0.0.1 but the log servers on 8793 and 8794 (docs/operations.md)."
 	$(AIRFLOW) standalone
 
 serve: env ## Serve the prediction API for @champion on 127.0.0.1:8000 (docs at /docs)

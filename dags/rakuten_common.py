@@ -8,10 +8,13 @@ means "nothing to do" and leaves the task skipped, its reason in the log.
 
 from __future__ import annotations
 
-from datetime import timedelta
+import logging
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from airflow.sdk import Asset
+
+logger = logging.getLogger(__name__)
 
 # Moved by every promotion; schedules rakuten_batch_predict.
 CHAMPION_ASSET: Final = Asset(
@@ -22,6 +25,10 @@ CHAMPION_ASSET: Final = Asset(
 TIMEZONE: Final = "Europe/Paris"
 GPU_QUEUE: Final = "gpu"  # a worker with a GPU takes it (`airflow celery worker --queues gpu`)
 GPU_POOL: Final = "gpu"  # one slot per GPU: neural branches never share a device
+
+# A scheduled run that starts later than this after its slot missed it (the DAG was paused, or
+# the scheduler down or busy): it does nothing, so that unpausing never starts work at once.
+MISSED_SLOT: Final = timedelta(hours=1)
 
 DEFAULT_ARGS: Final[dict[str, Any]] = {
     "owner": "catalogue-data-team",
@@ -48,3 +55,18 @@ def rakuten(arguments: str, run_params: bool = False) -> str:
     if run_params:
         setup += f"export RAKUTEN_PARAMS_FILE={RUN_PARAMS} && "
     return f"{setup}exec rakuten {arguments}"
+
+
+def missed_slot(dag_run: Any, now: datetime) -> bool:
+    """Whether a run is a scheduled one starting more than MISSED_SLOT after its slot (logged)."""
+    late = now - dag_run.run_after
+    if dag_run.run_type != "scheduled" or late <= MISSED_SLOT:
+        return False
+    logger.warning(
+        "scheduled run for %s starts %s after its slot (more than %s): a missed slot, so this run "
+        "does nothing; the next slot runs as scheduled, and a triggered run runs now",
+        dag_run.run_after.isoformat(),
+        str(late).split(".")[0],
+        MISSED_SLOT,
+    )
+    return True

@@ -6,8 +6,14 @@ train each enabled branch, fuse and evaluate, register the model as `@challenger
 against `@champion`, promote it, and publish the batch predictions.
 
 * **Trigger form**: data source and revision, sample size, branches, epochs, promotion mode,
-  force. Empty fields keep `params.yaml` and the `RAKUTEN_*` settings. The run's parameters are
-  written to `$RAKUTEN_DATA_ROOT/runs/<run id>/params.yaml` (`configure`'s log shows the changes).
+  force. Empty fields keep `params.yaml` and the `RAKUTEN_*` settings, so *Trigger* works as the
+  form opens. A revision applies to a hub source only (ignored, with a warning, otherwise). The
+  run's parameters are written to `$RAKUTEN_DATA_ROOT/runs/<run id>/params.yaml` (`configure`'s
+  log shows the changes).
+* **Unpausing** (the form's "Unpause on trigger" included) starts no run for a missed night:
+  the scheduler still creates the run of the last 02:00, but `on_time` skips all of it when it
+  starts more than an hour after its slot. The next night runs as scheduled; a triggered run
+  runs now.
 * **Skip when unchanged**: `changes` skips training (and says why in its log) when a model was
   already registered from this data version with these parameters, unless *force* is set.
 * **Branches** are mapped: `train_cpu` fits the scikit-learn branches, `train_gpu` the neural ones
@@ -24,7 +30,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
@@ -36,10 +42,16 @@ from rakuten_common import (
     RUN_DAY,
     RUN_PARAMS,
     TIMEZONE,
+    missed_slot,
     rakuten,
 )
 
 BRANCH_NAMES = ["text_tfidf", "text_cnn", "image_cnn"]
+BRANCH_LABELS = {
+    "text_tfidf": "text_tfidf: TF-IDF + linear SVM (CPU)",
+    "text_cnn": "text_cnn: text CNN (GPU queue)",
+    "image_cnn": "image_cnn: photo CNN (GPU queue)",
+}
 RAW = '"$RAKUTEN_DATA_ROOT/raw"'
 INTERIM = '--interim-dir "$RAKUTEN_DATA_ROOT/interim"'
 
@@ -69,34 +81,43 @@ def _settings(params: dict[str, Any]) -> list[str]:
     default_args=DEFAULT_ARGS,
     tags=["rakuten", "training", "mlflow"],
     doc_md=__doc__,
+    description="Train, gate and promote the product classifier: nightly at 02:00 Paris and on "
+    "demand. Unpausing starts no run for a missed night: trigger one to train now.",
     params={
         "data_source": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
+            examples=["synthetic", "hf"],
             title="Data source",
-            description="hf, hf://OWNER/REPO, a folder in the hub's layout, or synthetic. "
-            "Empty: RAKUTEN_DATA_SOURCE.",
+            description="hf (the Rakuten dataset repo), hf://OWNER/REPO, a folder in the hub's "
+            "layout on the workers, or synthetic. Empty: RAKUTEN_DATA_SOURCE.",
         ),
         "data_revision": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             title="Hub revision",
-            description="Branch, tag or commit of a hub source. Empty: the source's own, or main.",
+            description="Branch, tag or commit, for a hub source (hf, hf://OWNER/REPO); ignored "
+            "with a warning in ingest's log for a folder or synthetic. Empty: the source's own, "
+            "or main.",
         ),
         "sample_rows": Param(
             None,
             type=["null", "integer"],
             minimum=1,
             title="Sample size",
-            description="Labelled rows to keep, chosen by productid hash. Empty: all.",
+            description="Labelled rows to keep, chosen by productid hash. Empty: params.yaml's "
+            "make_dataset.sample_rows (all rows when unset).",
         ),
         "branches": Param(
-            [],
-            type="array",
+            None,
+            type=["null", "array"],
             items={"type": "string", "enum": BRANCH_NAMES},
+            # This Airflow's form offers a multi-select only for top-level examples or enum.
+            examples=BRANCH_NAMES,
+            values_display=BRANCH_LABELS,
             uniqueItems=True,
             title="Branches",
-            description=f"Branches to train, among {', '.join(BRANCH_NAMES)}. "
+            description="Branches to train (the fused model combines them). "
             "Empty: params.yaml's train.branches.",
         ),
         "epochs": Param(
@@ -104,15 +125,21 @@ def _settings(params: dict[str, Any]) -> list[str]:
             type=["null", "integer"],
             minimum=1,
             title="Epochs",
-            description="Epochs of the neural branches. Empty: params.yaml's.",
+            description="Epochs of the neural branches (text_cnn, image_cnn). "
+            "Empty: params.yaml's.",
         ),
         "promotion": Param(
             None,
             type=["null", "string"],
             enum=[None, "auto", "manual"],
+            values_display={
+                "null": "params.yaml's promote.approval",
+                "auto": "auto: a passed gate promotes",
+                "manual": "manual: a person approves",
+            },
             title="Promotion",
-            description="auto: a passed gate promotes; manual: a person approves. "
-            "Empty: params.yaml's promote.approval.",
+            description="What follows a passed gate: auto moves @champion to the new version; "
+            "manual tags it approval=awaiting for `rakuten model promote --version V`.",
         ),
         "force": Param(
             False,
@@ -124,6 +151,11 @@ def _settings(params: dict[str, Any]) -> list[str]:
 )
 def rakuten_training() -> None:
     """Wiring of the training pipeline; the work is in the `rakuten` commands."""
+
+    @task.short_circuit
+    def on_time(dag_run: Any = None) -> bool:
+        """Skip a scheduled run that starts long after its slot (unpaused, or a missed night)."""
+        return not missed_slot(dag_run, datetime.now(UTC))
 
     @task.bash
     def configure(params: dict[str, Any] | None = None) -> str:
@@ -211,6 +243,7 @@ def rakuten_training() -> None:
         return rakuten(f"predict-batch --date {RUN_DAY} --skip-missing", run_params=True)
 
     configured = configure()
+    on_time() >> configured
     checked = configured >> ingest() >> validate() >> make_dataset() >> changes()
     cpu = branches.override(task_id="cpu_branches")(configured, "cpu")
     gpu = branches.override(task_id="gpu_branches")(configured, "gpu")

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from src.errors import RakutenError
+
+logger = logging.getLogger(__name__)
 
 HUB_REPO_ID = "ndiguesene/ml-datasets-image-rakuten-ecommerce"
 HUB_DEFAULT_REVISION = "main"
@@ -73,6 +76,25 @@ def parse_data_source(value: str) -> DataSource:
             "nor an existing directory"
         )
     return LocalSource(path)
+
+
+def at_revision(source: DataSource, revision: str | None) -> DataSource:
+    """The source at a hub `revision`; a folder or synthetic source has none: warned, ignored.
+
+    Ignored rather than refused so that one revision field (the Airflow trigger form's) works
+    whatever source the settings name.
+    """
+    if not revision:
+        return source
+    if isinstance(source, HubSource):
+        return replace(source, revision=revision)
+    where = f"the folder {source.path}" if isinstance(source, LocalSource) else "synthetic data"
+    logger.warning(
+        "revision %r ignored: only a hub source (hf, hf://OWNER/REPO) has revisions, not %s",
+        revision,
+        where,
+    )
+    return source
 
 
 class Settings(BaseSettings):

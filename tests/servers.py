@@ -90,9 +90,11 @@ def started_mlflow_server(root: Path, template: Path) -> Iterator[Server]:
         yield Server(process, f"http://127.0.0.1:{port}", log_path)
 
 
-def wait_until_healthy(server: Server, path: str = "/health") -> str:
+def wait_until_healthy(
+    server: Server, path: str = "/health", seconds: float = SERVER_START_SECONDS
+) -> str:
     """The server's URL once it answers `path`; the test fails with the server's log if not."""
-    deadline = time.monotonic() + SERVER_START_SECONDS
+    deadline = time.monotonic() + seconds
     while not healthy(server.url, path):
         if server.process.poll() is not None or time.monotonic() > deadline:
             tail = server.log.read_text(errors="replace")[-3000:]

@@ -16,6 +16,7 @@ from src.config import (
     Settings,
     SyntheticSource,
     TrainParams,
+    at_revision,
     load_params,
     params_hash,
     parse_data_source,
@@ -41,6 +42,18 @@ def test_parse_data_source(value: str, expected: object) -> None:
 
 def test_a_directory_is_a_local_source(tmp_path: Path) -> None:
     assert parse_data_source(str(tmp_path)) == LocalSource(tmp_path)
+
+
+def test_a_revision_pins_a_hub_source_and_is_ignored_with_a_warning_for_others(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert at_revision(HubSource("a/b", "main"), "v2") == HubSource("a/b", "v2")
+    assert at_revision(HubSource("a/b", "v1"), None) == HubSource("a/b", "v1")
+    assert not caplog.records
+    assert at_revision(SyntheticSource(), "v2") == SyntheticSource()
+    assert at_revision(LocalSource(tmp_path), "v2") == LocalSource(tmp_path)
+    assert [r.levelname for r in caplog.records] == ["WARNING", "WARNING"]
+    assert f"not the folder {tmp_path}" in caplog.text
 
 
 @pytest.mark.parametrize("value", ["hf://only-owner", "hf://a/b@", "/no/such/dir", "s3://bucket"])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from src.config import get_settings, load_params, parse_data_source
+from src.config import at_revision, get_settings, load_params, parse_data_source
 from src.monitoring.push import monitored
 
 app = typer.Typer(
@@ -68,7 +68,9 @@ def data_ingest(
         help="hf | hf://OWNER/REPO@REVISION | DIR | synthetic (default: RAKUTEN_DATA_SOURCE).",
     ),
     revision: str = typer.Option(
-        None, help="Branch, tag or commit of a hub source (default: the source's own, or main)."
+        None,
+        help="Branch, tag or commit of a hub source (default: the source's own, or main); "
+        "ignored, with a warning, for a folder or synthetic source.",
     ),
     out: Path = typer.Option(None, help="Raw snapshot folder (default: RAKUTEN_DATA_ROOT/raw)."),
 ) -> None:
@@ -76,17 +78,10 @@ def data_ingest(
 
     Prints a JSON summary (folder, version id, whether anything changed) on stdout.
     """
-    from dataclasses import replace
-
-    from src.config import HubSource
     from src.data.ingest import ingest
 
     settings = get_settings()
-    data_source = parse_data_source(source) if source else settings.source
-    if revision:
-        if not isinstance(data_source, HubSource):
-            raise typer.BadParameter("--revision needs a hub source (hf or hf://OWNER/REPO)")
-        data_source = replace(data_source, revision=revision)
+    data_source = at_revision(parse_data_source(source) if source else settings.source, revision)
     with monitored("ingest") as run:
         summary = ingest(data_source, out or settings.data_root / "raw", load_params())
         run.summary(summary)

@@ -75,6 +75,7 @@ def main() -> None:
             "doc_md": bool(dag.doc_md),
             "params": {name: param.schema for name, param in dag.params.items()},
             "param_defaults": dag.params.dump(),
+            "param_descriptions": {name: param.description for name, param in dag.params.items()},
             "tasks": {task.task_id: _task(task) for task in dag.tasks},
         }
     Path(sys.argv[2]).write_text(

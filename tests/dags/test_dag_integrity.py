@@ -75,25 +75,38 @@ def test_training_runs_nightly_in_paris_with_a_trigger_form(facts: dict[str, Any
         "promotion",
         "force",
     }
-    assert dag["params"]["branches"]["items"]["enum"] == ["text_tfidf", "text_cnn", "image_cnn"]
-    assert dag["params"]["promotion"]["enum"] == [None, "auto", "manual"]
+    branches = dag["params"]["branches"]
+    assert branches["items"]["enum"] == ["text_tfidf", "text_cnn", "image_cnn"]
+    # The form's multi-select needs the choices at the top level (examples or enum).
+    assert branches["examples"] == branches["items"]["enum"]
+    assert set(branches["values_display"]) == set(branches["examples"])
+    promotion = dag["params"]["promotion"]
+    assert promotion["enum"] == [None, "auto", "manual"]
+    assert set(promotion["values_display"]) == {"null", "auto", "manual"}  # no bare "null" shown
     assert dag["params"]["force"]["type"] == "boolean"
-    # Empty fields keep params.yaml and the settings: a scheduled run changes nothing.
+    # Empty fields keep params.yaml and the settings: a scheduled run changes nothing, and the
+    # form does not require them (it requires a field whose type does not allow null).
     assert dag["param_defaults"] == {
-        "data_source": "",
-        "data_revision": "",
+        "data_source": None,
+        "data_revision": None,
         "sample_rows": None,
-        "branches": [],
+        "branches": None,
         "epochs": None,
         "promotion": None,
         "force": False,
     }
+    for name, schema in dag["params"].items():
+        assert name == "force" or "null" in schema["type"], name
+        assert schema["title"] and dag["param_descriptions"][name], name
 
 
 def test_training_tasks_run_in_order_with_neural_branches_on_the_gpu(
     facts: dict[str, Any],
 ) -> None:
     tasks = facts["dags"]["rakuten_training"]["tasks"]
+    # A scheduled run that missed its slot does nothing (on_time skips all that follows).
+    assert tasks["on_time"]["type"] == "_ShortCircuitDecoratedOperator"
+    assert tasks["on_time"]["downstream"] == ["configure"]
     chain = ["configure", "ingest", "validate", "make_dataset", "changes"]
     for upstream, downstream in itertools.pairwise(chain):
         assert downstream in tasks[upstream]["downstream"]

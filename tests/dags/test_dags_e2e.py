@@ -4,57 +4,38 @@ The DAGs run in process (`airflow dags test`, what `make run` does), each task r
 `rakuten` CLI of the project environment, in order: a first training run promotes a champion and
 publishes its predictions; a second one finds nothing changed and skips training; a forced run on
 a small sample fails the gate, which leaves promote skipped with its reason; the batch DAG then
-scores new listings with the champion and shadow-scores with the challenger. Last, a running
-`airflow standalone` takes a run of the batch DAG through its REST API.
+scores new listings with the champion and shadow-scores with the challenger. (A running
+`airflow standalone`, its UI and REST API, is tested in test_standalone.py.)
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
-import yaml
 from mlflow import MlflowClient
-from sqlalchemy import select
 
-from src.db.engine import make_engine
 from src.db.migrate import upgrade
-from src.db.models import ModelVersion, PredictionBatch
 from src.models.packaged import MODEL_NAME
 from tests.dags.conftest import (
+    PARAMS,
     airflow_environment,
+    batches,
+    deployment_settings,
     latest_run_id,
     run_airflow,
     task_states,
 )
 from tests.db.postgres import fresh_database
-from tests.servers import Server, free_port, started_mlflow_server, stop, wait_until_healthy
+from tests.servers import started_mlflow_server, wait_until_healthy
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
-PARAMS = {
-    "synthetic": {"rows": 400, "test_rows": 60, "images": True, "image_size": 32, "seed": 11},
-    "train": {"branches": ["text_tfidf", "text_cnn"], "seed": 0},
-    "text_tfidf": {"trials": 0, "max_features": 5000, "n_jobs": 1},
-    "text_cnn": {"epochs": 2, "vocab_size": 3000, "sequence_length": 32, "filters": 32},
-    "fusion": {"weight_step": 0.5},
-    "gate": {
-        "min_weighted_f1": 0.05,
-        "tolerance": 0.02,
-        "per_class_f1_floor": 0.0,
-        "bootstrap_samples": 200,
-    },
-}
 NEW_DAY = date.today() + timedelta(days=3)  # a later day than the training runs
 
 
@@ -84,22 +65,12 @@ def deployment(
     """Airflow (SQLite metadata), a real MLflow server and a migrated PostgreSQL store."""
     root = tmp_path_factory.mktemp("deployment")
     (root / "mlflow").mkdir()
-    params_file = root / "params.yaml"
-    params_file.write_text(yaml.safe_dump(PARAMS))
     with (
         started_mlflow_server(root / "mlflow", mlflow_template) as mlflow_server,
         fresh_database(postgres_server) as store_url,
     ):
         upgrade(store_url)
-        settings = {
-            "RAKUTEN_DATA_SOURCE": "synthetic",
-            "RAKUTEN_DATA_ROOT": str(root / "data"),
-            "RAKUTEN_MODELS_DIR": str(root / "models"),
-            "RAKUTEN_REPORTS_DIR": str(root / "reports"),
-            "RAKUTEN_PARAMS_FILE": str(params_file),
-            "RAKUTEN_MLFLOW_TRACKING_URI": wait_until_healthy(mlflow_server),
-            "RAKUTEN_DATABASE_URL": store_url,
-        }
+        settings = deployment_settings(root, wait_until_healthy(mlflow_server), store_url)
         environment = airflow_environment(root / "airflow", settings)
         migrated = run_airflow(environment, "db", "migrate")
         assert migrated.returncode == 0, migrated.stderr[-3000:]
@@ -115,25 +86,6 @@ def _dag_test(deployment: Deployment, dag_id: str, *arguments: str) -> tuple[dic
     return states, result.stdout
 
 
-def _batches(store_url: str) -> list[tuple[date, str, str | None, int]]:
-    engine = make_engine(store_url)
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(
-                select(
-                    PredictionBatch.logical_date,
-                    ModelVersion.version,
-                    PredictionBatch.alias,
-                    PredictionBatch.prediction_count,
-                )
-                .join(ModelVersion, ModelVersion.id == PredictionBatch.model_version_id)
-                .order_by(PredictionBatch.id)
-            ).all()
-    finally:
-        engine.dispose()
-    return [tuple(row) for row in rows]
-
-
 def test_a_first_run_trains_promotes_a_champion_and_publishes_its_predictions(
     deployment: Deployment,
 ) -> None:
@@ -142,7 +94,7 @@ def test_a_first_run_trains_promotes_a_champion_and_publishes_its_predictions(
     assert {"train_cpu[0]", "train_gpu[0]"} <= set(states)  # one mapped task per branch
     assert deployment.aliases() == {"champion": "1"}
     test_rows = PARAMS["synthetic"]["test_rows"]
-    [(_, version, alias, count)] = _batches(deployment.store_url)
+    [(_, version, alias, count)] = batches(deployment.store_url)
     assert (version, alias, count) == ("1", "champion", test_rows)
     published = list((deployment.root / "data" / "predictions").glob("*/*.parquet"))
     assert len(published) == 1 and len(pd.read_parquet(published[0])) == test_rows
@@ -188,7 +140,7 @@ def test_the_batch_dag_scores_new_listings_and_shadow_scores_with_the_challenger
     new.to_csv(incoming / "new-products.csv")
     states, logs = _dag_test(deployment, "rakuten_batch_predict", NEW_DAY.isoformat())
     assert set(states.values()) == {"success"}, states
-    on_new_day = [b for b in _batches(deployment.store_url) if b[0] == NEW_DAY]
+    on_new_day = [b for b in batches(deployment.store_url) if b[0] == NEW_DAY]
     test_rows = PARAMS["synthetic"]["test_rows"]
     # The champion scores only what it has not scored yet; the challenger, new, scores it all.
     assert sorted(on_new_day) == [
@@ -196,83 +148,3 @@ def test_the_batch_dag_scores_new_listings_and_shadow_scores_with_the_challenger
         (NEW_DAY, "2", "challenger", test_rows + 2),
     ]
     assert '"common": 2' in logs  # the agreement task's summary
-
-
-@pytest.fixture
-def standalone(deployment: Deployment, airflow_bin: Path) -> Iterator[Server]:
-    """`airflow standalone` on the deployment, its API on a free port; stopped afterwards."""
-    port = free_port()
-    environment = {
-        **deployment.environment,
-        "AIRFLOW__API__PORT": str(port),
-        # Where the executor's task processes report: the API server, on that port.
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-    }
-    log = deployment.root / "standalone.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(airflow_bin / "airflow"), "standalone"],
-            env=environment,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        yield Server(process, f"http://127.0.0.1:{port}", log)
-    finally:
-        stop(process)
-
-
-def _api(
-    url: str, token: str | None = None, body: dict[str, Any] | None = None, method: str = "GET"
-) -> Any:
-    request = urllib.request.Request(
-        url,
-        data=None if body is None else json.dumps(body).encode(),
-        method=method,
-        headers={
-            "Content-Type": "application/json",
-            **({"Authorization": f"Bearer {token}"} if token else {}),
-        },
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
-
-
-def test_a_run_triggered_through_the_rest_api_of_airflow_standalone_succeeds(
-    deployment: Deployment, standalone: Server
-) -> None:
-    wait_until_healthy(standalone, "/api/v2/monitor/health")
-    passwords = deployment.root / "airflow" / "simple_auth_manager_passwords.json.generated"
-    deadline = time.monotonic() + 120
-    while not passwords.is_file() and time.monotonic() < deadline:
-        time.sleep(1)
-    password = json.loads(passwords.read_text())["admin"]
-    token = _api(
-        f"{standalone.url}/auth/token",
-        body={"username": "admin", "password": password},
-        method="POST",
-    )["access_token"]
-    dag = f"{standalone.url}/api/v2/dags/rakuten_batch_predict"
-    deadline = time.monotonic() + 120
-    while True:  # the dag-processor parses the DAG files first
-        try:
-            _api(dag, token)
-            break
-        except urllib.error.HTTPError as error:
-            if error.code != 404 or time.monotonic() > deadline:
-                raise
-            time.sleep(2)
-    _api(dag, token, {"is_paused": False}, "PATCH")
-    # The scheduler starts no run whose logical date is in the future.
-    day = date.today() - timedelta(days=7)
-    run = _api(f"{dag}/dagRuns", token, {"logical_date": f"{day.isoformat()}T00:00:00Z"}, "POST")
-    deadline = time.monotonic() + 600
-    state = run["state"]
-    while state not in ("success", "failed"):
-        assert time.monotonic() < deadline, f"run {run['dag_run_id']} still {state}"
-        time.sleep(3)
-        state = _api(f"{dag}/dagRuns/{run['dag_run_id']}", token)["state"]
-    assert state == "success", standalone.log.read_text(errors="replace")[-5000:]
-    # Everything was scored on other days: the champion's batch of that day is empty.
-    assert (day, "1", "champion", 0) in _batches(deployment.store_url)

@@ -576,3 +576,16 @@ def test_cli_rejects_an_unknown_source(tmp_path: Path) -> None:
     assert "Invalid value for '--source'" in result.output
     assert "nor an existing directory" in result.output
     assert not (tmp_path / "raw").exists()
+
+
+def test_cli_ignores_a_revision_for_a_source_without_revisions_and_warns(
+    rakuten_sample: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tmp_path / "raw"
+    result = CliRunner().invoke(
+        app,
+        ["data", "ingest", "--source", str(rakuten_sample), "--revision", "v1", "--out", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    assert read_manifest(out)["source"]["kind"] == "local"
+    assert "revision 'v1' ignored: only a hub source" in caplog.text
