@@ -21,7 +21,7 @@ CHAMPION_ASSET: Final = Asset(
 )
 TIMEZONE: Final = "Europe/Paris"
 GPU_QUEUE: Final = "gpu"  # a worker with a GPU takes it (`airflow celery worker --queues gpu`)
-GPU_POOL: Final = "gpu"  # one slot per GPU: neural branches never share a device
+GPU_POOL: Final = "gpu"  # one slot per GPU worker: a training takes all of its host's GPUs
 
 DEFAULT_ARGS: Final[dict[str, Any]] = {
     "owner": "catalogue-data-team",
