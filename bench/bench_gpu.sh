@@ -31,7 +31,8 @@ while (($#)); do
     shift
 done
 if ((smoke)); then
-    photos=96 photo_size=64 size=32 batch=8 pipeline_photos=64 threads="1 2" limit=600
+    photos=96 photo_size=64 size=32 batch=8 pipeline_photos=64 threads="1 2"
+    limit=1800  # a shared CI machine may compile slowly
 else
     photos=20000 photo_size=500 size=224 batch=128 pipeline_photos=3000 threads="1 2 4 8 16"
     limit=240  # seconds per backend: a hung run still leaves time for the others
