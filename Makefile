@@ -12,7 +12,7 @@ AIRFLOW_LOCK := docker/airflow/requirements.txt
 RAKUTEN := $(VENV)/bin/rakuten
 
 .PHONY: help env airflow-env airflow-init test lint format run airflow serve repro bench mlflow lock \
-	airflow-lock clean monitor
+	airflow-lock gpu-wheels clean monitor
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -72,7 +72,7 @@ RUN_CONF ?= {}
 airflow-init: env airflow-env
 	$(RAKUTEN) db upgrade
 	$(AIRFLOW) db migrate > /dev/null
-	$(AIRFLOW) pools set gpu 1 "one slot per GPU: the neural branches" > /dev/null
+	$(AIRFLOW) pools set gpu 1 "one slot per GPU worker: the neural branches" > /dev/null
 
 # The main job: the training DAG end to end, in process (`airflow dags test`). The terminal shows
 # one line per task as it finishes, then the summary of the run; Airflow's own log goes to
@@ -124,6 +124,14 @@ monitor: env ## Start Prometheus (UI on 127.0.0.1:9090) and the Pushgateway (127
 	trap 'kill $$gateway' EXIT; \
 	prometheus --config.file=$(MONITOR_DIR)/prometheus.yml --storage.tsdb.path=$(MONITOR_DIR)/data \
 		--web.listen-address=127.0.0.1:$(PROMETHEUS_PORT) --log.level=warn
+
+# bench/bench_gpu.sh runs on a borrowed GPU host without a package index: the wheels it installs
+# there (CPython 3.12, manylinux x86_64) are downloaded here and travel with the working tree.
+GPU_WHEELS ?= bench/wheels
+gpu-wheels: | .tools/bin/uv ## Download the wheels bench/bench_gpu.sh installs offline (bench/wheels/)
+	.tools/bin/pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
+		-d $(GPU_WHEELS) -r bench/gpu-requirements.txt
 
 # The backend is RAKUTEN_MLFLOW_TRACKING_URI (env or .env) when it is a SQLite URI, else the
 # embedded default; artifacts go beside the database, as the embedded default puts them.

@@ -55,10 +55,10 @@ def machine() -> dict[str, object]:
     }
 
 
-def write_result(name: str, payload: dict[str, object]) -> Path:
-    """Write a bench's JSON under bench/results/ and return its path."""
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def write_result(name: str, payload: dict[str, object], directory: Path = RESULTS) -> Path:
+    """Write a bench's JSON under bench/results/ (or `directory`) and return its path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2, default=str) + "\n")
     return path
 

@@ -4,11 +4,15 @@ Writes a few thousand synthetic 500x500 JPEGs, reads them all once (so every run
 page cache), then times, at each input size: plain PIL `Image.open().convert("RGB").resize()` in
 one thread; the branch's decode (`Image.draft` reduced decode) in one thread; the branch's
 `ImageBatches` decoded ahead in 1 and N threads, without and with augmentation; and the same
-batches through Keras's own enqueuer, as `fit` reads them. Each run also reports the process's
+batches through Keras's own enqueuer, as `fit` reads them; then `ImageBatches` reading the opt-in
+photo cache (src/models/photo_cache.py, written once beforehand, its time reported apart). With
+`--threads 1 2 4 8 16` the threaded readers run at each count (bench_gpu.sh does that on a
+16-core GPU host); by default at 1 and one per core. Each run also reports the process's
 CPU time over wall time (near the thread count where the threads decode in parallel; lower where
 other jobs hold the cores) and the growth of its resident memory while it ran (sampled every
 10 ms): batches stream, nothing piles up.
 Usage: uv run python bench/bench_image_pipeline.py [--photos 3000] [--sizes 64 128 224]
+       [--threads 1 2 4 8 16] [--out DIR]
 """
 
 from __future__ import annotations
@@ -25,13 +29,14 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-from _measure import write_result
+from _measure import RESULTS, write_result
 from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
 from PIL import Image
 
 from src.data.synth import synthesize
 from src.features.images import decode_image
 from src.models.image_batches import ImageBatches, prefetched
+from src.models.photo_cache import PhotoCache, open_cache
 
 BATCH = 64
 
@@ -51,9 +56,11 @@ def _draft_decode(paths: list[str], size: int) -> int:
     return sum(decode_image(path, size) is not None for path in paths)
 
 
-def _pipeline(paths: list[str], size: int, workers: int, augment: bool) -> int:
-    """Every batch of ImageBatches, decoded ahead in `workers` threads."""
-    batches = _batches(paths, size, workers, augment)
+def _pipeline(
+    paths: list[str], size: int, workers: int, augment: bool, cache: PhotoCache | None = None
+) -> int:
+    """Every batch of ImageBatches, decoded ahead (or read from `cache`) in `workers` threads."""
+    batches = _batches(paths, size, workers, augment, cache)
     return sum(len(rows) for _, rows in prefetched(batches))
 
 
@@ -66,11 +73,14 @@ def _keras_enqueuer(paths: list[str], size: int, workers: int, augment: bool) ->
     return done
 
 
-def _batches(paths: list[str], size: int, workers: int, augment: bool) -> ImageBatches:
+def _batches(
+    paths: list[str], size: int, workers: int, augment: bool, cache: PhotoCache | None = None
+) -> ImageBatches:
     labels = np.zeros(len(paths), dtype=np.int64)
     return ImageBatches(
-        paths, image_size=size, batch_size=BATCH, labels=labels, augment=augment, workers=workers
-    )
+        paths, image_size=size, batch_size=BATCH, labels=labels, augment=augment,
+        workers=workers, cache=cache,
+    )  # fmt: skip
 
 
 def _timed(run: Callable[[], int]) -> tuple[float, float, int, float]:
@@ -100,6 +110,19 @@ def _timed(run: Callable[[], int]) -> tuple[float, float, int, float]:
     return seconds, cpu_seconds, done, (peak - base) / 1024**2
 
 
+def _threads(paths: list[str], workers: int, size: int) -> int:
+    return _pipeline(paths, size, workers, False)
+
+
+caches: dict[int, PhotoCache] = {}  # size -> the cache written by the run before its readers
+
+
+def _write_cache(folder: Path, paths: list[str], size: int, workers: int) -> int:
+    """Write the photo cache of `paths` at `size` (the readers after it use it)."""
+    caches[size] = open_cache(folder, paths, size, workers)
+    return int(caches[size].ok.sum())
+
+
 def _photos(folder: Path, count: int) -> Iterator[str]:
     for path in sorted(folder.glob("*.jpg")):
         if decode_image(path, 8) is not None:  # the generator breaks a few on purpose
@@ -114,8 +137,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--photos", type=int, default=3000)
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 224])
+    parser.add_argument("--threads", type=int, nargs="+", help="default: 1 and one per core")
+    parser.add_argument("--out", type=Path, help="folder of the JSON (default: bench/results)")
     args = parser.parse_args()
-    workers = len(os.sched_getaffinity(0))
+    cores = len(os.sched_getaffinity(0))
+    threads = sorted(set(args.threads or [1, cores]))
+    workers = threads[-1]
     work = Path(tempfile.mkdtemp(prefix="bench-images-"))
     try:
         synthesize(work / "raw", rows=args.photos + 50, test_rows=1, image_size=500, seed=0)
@@ -125,8 +152,7 @@ def main() -> None:
         readers: list[tuple[str, Callable[[int], int]]] = [
             ("plain PIL open+convert+resize, 1 thread", lambda s: _plain_pil(paths, s)),
             ("branch decode (Image.draft), 1 thread", lambda s: _draft_decode(paths, s)),
-            ("ImageBatches, 1 thread", lambda s: _pipeline(paths, s, 1, False)),
-            (f"ImageBatches, {workers} threads", lambda s: _pipeline(paths, s, workers, False)),
+            *((f"ImageBatches, threads: {n}", partial(_threads, paths, n)) for n in threads),
             (
                 f"ImageBatches + augmentation, {workers} threads",
                 lambda s: _pipeline(paths, s, workers, True),
@@ -134,6 +160,18 @@ def main() -> None:
             (
                 f"Keras enqueuer (as fit), + augmentation, {workers} threads",
                 lambda s: _keras_enqueuer(paths, s, workers, True),
+            ),
+            (
+                f"photo cache: writing it, {workers} threads",
+                lambda s: _write_cache(work / "cache", paths, s, workers),
+            ),
+            (
+                f"ImageBatches from the photo cache, {workers} threads",
+                lambda s: _pipeline(paths, s, workers, False, caches[s]),
+            ),
+            (
+                f"ImageBatches from the photo cache + augmentation, {workers} threads",
+                lambda s: _pipeline(paths, s, workers, True, caches[s]),
             ),
         ]
         lines = [
@@ -155,9 +193,10 @@ def main() -> None:
                 )  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"{len(paths)} synthetic 500x500 JPEGs, batches of {BATCH}, {workers} CPUs")
+    print(f"{len(paths)} synthetic 500x500 JPEGs, batches of {BATCH}, {cores} CPUs")
     print("\n".join(lines))
-    print(f"written to {write_result('image_pipeline', {'photos': len(paths), 'runs': runs})}")
+    payload = {"photos": len(paths), "cpus": cores, "runs": runs}
+    print(f"written to {write_result('image_pipeline', payload, args.out or RESULTS)}")
 
 
 if __name__ == "__main__":

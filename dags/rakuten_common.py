@@ -24,7 +24,7 @@ CHAMPION_ASSET: Final = Asset(
 )
 TIMEZONE: Final = "Europe/Paris"
 GPU_QUEUE: Final = "gpu"  # a worker with a GPU takes it (`airflow celery worker --queues gpu`)
-GPU_POOL: Final = "gpu"  # one slot per GPU: neural branches never share a device
+GPU_POOL: Final = "gpu"  # one slot per GPU worker: a training takes all of its host's GPUs
 
 # A scheduled run that starts later than this after its slot missed it (the DAG was paused, or
 # the scheduler down or busy): it does nothing, so that unpausing never starts work at once.

@@ -140,6 +140,12 @@ class Settings(BaseSettings):
         60.0, gt=0, description="How often the API checks whether its alias moved"
     )
     log_level: str = Field("INFO", description="Logging level of the CLI")
+    require_gpu: bool = Field(
+        False, description="Neural branches stop instead of training without a GPU (GPU worker)"
+    )
+    photo_cache_dir: Path | None = Field(
+        None, description="Cache of resized photos for the image branch; unset: no cache"
+    )
 
     @field_validator("data_source")
     @classmethod

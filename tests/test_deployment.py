@@ -148,10 +148,11 @@ def test_compose_builds_from_files_that_exist_and_documents_its_variables() -> N
             dockerfile = ROOT / build["context"] / build["dockerfile"]
             assert dockerfile.is_file(), name
             built.add(dockerfile.parent.name)
-            # The image deploy pulls is the one CI pushes: <registry>/<docker folder>:<tag>.
-            assert re.search(
-                rf"/{dockerfile.parent.name}:\$\{{RAKUTEN_IMAGE_TAG\b", service["image"]
-            )
+            # The image deploy pulls is the one CI pushes: <registry>/<docker folder>:<tag>, or
+            # <docker folder>-gpu for the one built with the `cuda` extra (tests/test_gpu_image.py).
+            cuda = build.get("args", {}).get("RAKUTEN_EXTRAS") == "cuda"
+            image = dockerfile.parent.name + ("-gpu" if cuda else "")
+            assert re.search(rf"/{image}:\$\{{RAKUTEN_IMAGE_TAG\b", service["image"])
     assert built == {path.parent.name for path in DOCKERFILES}, "every image CI builds is run"
     documented = (ROOT / ".env.example").read_text()
     # `$${NAME}` is an escaped `$`: the container's shell expands it, not compose.
@@ -337,7 +338,9 @@ def test_every_airflow_service_runs_the_same_image_and_settings() -> None:
     shared = _environment(api_server)
     for name in AIRFLOW_SERVICES:
         service = SERVICES[name]
-        assert service["image"] == api_server["image"], name
+        # The GPU worker runs the same Dockerfile built with the `cuda` extra, named apart.
+        image = service["image"].replace("/airflow-gpu:", "/airflow:")
+        assert image == api_server["image"], name
         environment = _environment(service)
         for key in (
             "AIRFLOW__CORE__EXECUTOR",

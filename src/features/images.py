@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final, cast
 
 import numpy as np
@@ -70,14 +70,18 @@ def augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def decode_batch(
-    sources: Sequence[object], size: int, rng: np.random.Generator | None = None
+    sources: Sequence[object],
+    size: int,
+    rng: np.random.Generator | None = None,
+    decode: Callable[[object, int], np.ndarray | None] = decode_image,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The photos that decode as a float32 (n, size, size, 3) batch in [0, 255] (augmented when
-    given a generator), and their positions in `sources`."""
+    given a generator), and their positions in `sources`; `decode` reads one (a photo cache's
+    reader where there is one)."""
     batch = np.empty((len(sources), size, size, 3), dtype=np.float32)
     kept: list[int] = []
     for position, source in enumerate(sources):
-        image = decode_image(source, size)
+        image = decode(source, size)
         if image is None:
             continue
         batch[len(kept)] = augment(image, rng) if rng is not None else image

@@ -18,6 +18,7 @@ import keras
 import numpy as np
 
 from src.features.images import decode_batch, has_photo
+from src.models.photo_cache import PhotoCache
 
 
 class ImageBatches(keras.utils.PyDataset):  # type: ignore[misc]
@@ -35,6 +36,8 @@ class ImageBatches(keras.utils.PyDataset):  # type: ignore[misc]
         shuffle: bool = False,
         seed: int = 0,
         workers: int = 1,
+        cache: PhotoCache | None = None,
+        replicas: int = 1,
     ) -> None:
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=2 * workers)
         self.images = list(images)
@@ -49,6 +52,8 @@ class ImageBatches(keras.utils.PyDataset):  # type: ignore[misc]
         self.augment = augment
         self.shuffle = shuffle
         self.seed = seed
+        self.cache = cache  # the photos already decoded, aligned with `images`
+        self.replicas = replicas  # labelled batches are padded to a multiple of this
         self.epoch = 0
         self.order = self._order()
 
@@ -60,12 +65,15 @@ class ImageBatches(keras.utils.PyDataset):  # type: ignore[misc]
         """Batch `index`: the photos that decode, and their row positions in `images`."""
         rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         rng = np.random.default_rng([self.seed, self.epoch, index]) if self.augment else None
-        x, kept = decode_batch([self.images[row] for row in rows], self.image_size, rng)
+        if self.cache is None:
+            x, kept = decode_batch([self.images[row] for row in rows], self.image_size, rng)
+        else:
+            x, kept = decode_batch(list(rows), self.image_size, rng, self.cache.photo)
         return x, rows[kept]
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
-        """Batch `index` as Keras takes it; a batch whose photos all fail to decode becomes one
-        black photo of weight 0, so that fit never sees an empty batch."""
+        """Batch `index` as Keras takes it, padded with black photos of weight 0 to a multiple of
+        `replicas` (each device of a data-parallel fit gets an equal slice) and never empty."""
         x, rows = self.batch(index)
         if self.labels is None:
             return (x,)
@@ -75,9 +83,11 @@ class ImageBatches(keras.utils.PyDataset):  # type: ignore[misc]
             else np.ones(len(rows), dtype=np.float32)
         )
         y = self.labels[rows]
-        if not len(rows):
-            x = np.zeros((1, self.image_size, self.image_size, 3), dtype=np.float32)
-            y, weights = self.labels[:1], np.zeros(1, dtype=np.float32)
+        padding = max(self.replicas, -(-len(rows) // self.replicas) * self.replicas) - len(rows)
+        if padding:
+            x = np.concatenate([x, np.zeros((padding, *x.shape[1:]), dtype=x.dtype)])
+            y = np.concatenate([y, np.repeat(self.labels[:1], padding)])
+            weights = np.concatenate([weights, np.zeros(padding, dtype=weights.dtype)])
         return x, y, weights.astype(np.float32)
 
     def on_epoch_end(self) -> None:

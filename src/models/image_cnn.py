@@ -5,7 +5,8 @@ or a keras.applications network (`efficientnetb0`, `mobilenetv3small`) with Imag
 from a configured file or the Keras cache (never downloaded here), fine-tuned in two phases: the
 head with the backbone frozen, then its top layers at a lower learning rate. Photos stream from
 disk (src/models/image_batches.py); class weights counter the imbalance; early stopping on the
-validation loss keeps the best epoch; mixed precision is used where a GPU is present. A product
+validation loss keeps the best epoch; mixed precision is used where a GPU is present, and every
+GPU of the host trains it data-parallel where the backend allows (src/models/devices.py). A product
 whose photo is missing or corrupt gets a NaN row: the branch abstains. The code is
 backend-neutral Keras 3 (public `keras.*` layers, applications and callbacks, numpy batches, no
 TensorFlow call): it trains and predicts under TensorFlow, JAX or torch, and a saved branch loads
@@ -14,7 +15,6 @@ under any of them.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
@@ -28,11 +28,13 @@ import keras
 import numpy as np
 import pandas as pd
 
-from src.config import ImageCnnParams
+from src.config import ImageCnnParams, get_settings
 from src.errors import MissingWeightsError, RakutenError
 from src.features.images import has_photo
+from src.models import devices
 from src.models.branch import CLASSES, Branch, Modality, fit_summary, labels_index
 from src.models.image_batches import ImageBatches, prefetched
+from src.models.photo_cache import PhotoCache, open_cache
 
 logger = logging.getLogger(__name__)
 
@@ -62,13 +64,6 @@ def resolve_weights(params: ImageCnnParams) -> Path | None:
         return params.weights_file if params.weights_file.is_file() else None
     cached = keras_cache_dir() / APPLICATIONS[params.backbone][1]
     return cached if cached.is_file() else None
-
-
-def gpu_available() -> bool:
-    """Whether the Keras backend computes on a GPU (any backend)."""
-    if keras.backend.backend() == "torch":
-        return bool(importlib.import_module("torch").cuda.is_available())
-    return any(device.startswith("gpu") for device in keras.distribution.list_devices())
 
 
 @contextmanager
@@ -163,11 +158,22 @@ class ImageBranch(Branch):
 
     def fit(self, train: pd.DataFrame, val: pd.DataFrame) -> dict[str, Any]:
         """Train on the photos of `train`, early-stopped on those of `val`; return a summary."""
+        where = devices.placement(self.name, self.params.batch_size)
+        with devices.distributed(where):
+            summary = self._fit(train, val, where)
+        if summary["mixed_precision"] or where.replicas > 1:  # a plain model, predicting anywhere
+            self.model = self._float32(self.model, self.backbone)
+        return {**summary, "devices": list(where.devices), "strategy": where.strategy}
+
+    def _fit(
+        self, train: pd.DataFrame, val: pd.DataFrame, where: devices.Placement
+    ) -> dict[str, Any]:
+        """`fit` on the devices chosen, under their strategy."""
         started = time.perf_counter()
         params = self.params
         keras.utils.set_random_seed(params.seed)
         backbone, weights = self._backbone()
-        mixed = params.mixed_precision and gpu_available()
+        mixed = params.mixed_precision and where.gpu
         with dtype_policy("mixed_float16" if mixed else "float32"):
             model, base = build_model(params, backbone, weights)
         labels = labels_index(train["prdtypecode"])
@@ -176,17 +182,19 @@ class ImageBranch(Branch):
         batches = ImageBatches(
             train["image"].tolist(),
             image_size=params.image_size,
-            batch_size=params.batch_size,
+            batch_size=where.batch_size,
             labels=labels,
             sample_weights=class_weights[labels],
             augment=params.augment,
             shuffle=True,
             seed=params.seed,
             workers=self._workers(),
+            cache=self._photo_cache(train),
+            replicas=where.replicas,
         )
         if not len(batches):
             raise RakutenError("no training product has a photo: the image branch cannot learn")
-        val_batches = self._val_batches(val, class_weights)
+        val_batches = self._val_batches(val, class_weights, where)
         logger.info(
             "image_cnn: %s network, %d px, %d training photos, %d validation photos, %s",
             backbone,
@@ -202,7 +210,7 @@ class ImageBranch(Branch):
         )
         if base is not None and params.fine_tune_epochs > 0:
             self._fine_tune(model, base, batches, val_batches, history)
-        self.model = self._float32(model, backbone) if mixed else model
+        self.model = model
         self.backbone = backbone
         return {
             "backbone": backbone,
@@ -259,6 +267,15 @@ class ImageBranch(Branch):
         """Threads decoding photos: as configured, or one per CPU core this process may use."""
         return self.params.workers or len(os.sched_getaffinity(0))
 
+    def _photo_cache(self, products: pd.DataFrame) -> PhotoCache | None:
+        """The products' photos decoded once (RAKUTEN_PHOTO_CACHE_DIR), or None: no cache."""
+        directory = get_settings().photo_cache_dir
+        if directory is None:
+            return None
+        return open_cache(
+            directory, products["image"].tolist(), self.params.image_size, self._workers()
+        )
+
     def _backbone(self) -> tuple[str, Path | None]:
         """The backbone to build and its weights file: stop or fall back where none is at hand."""
         params = self.params
@@ -288,16 +305,20 @@ class ImageBranch(Branch):
         )
         return SMALL, None
 
-    def _val_batches(self, val: pd.DataFrame, class_weights: np.ndarray) -> ImageBatches | None:
+    def _val_batches(
+        self, val: pd.DataFrame, class_weights: np.ndarray, where: devices.Placement
+    ) -> ImageBatches | None:
         """The validation photos (weighted like training), or None where there are none."""
         labels = labels_index(val["prdtypecode"])
         batches = ImageBatches(
             val["image"].tolist(),
             image_size=self.params.image_size,
-            batch_size=self.params.batch_size,
+            batch_size=where.batch_size,
             labels=labels,
             sample_weights=class_weights[labels],
             workers=self._workers(),
+            cache=self._photo_cache(val),
+            replicas=where.replicas,
         )
         if not len(batches):
             logger.warning("image_cnn: no validation photos, so no early stopping")
@@ -362,8 +383,10 @@ class ImageBranch(Branch):
             logger.info("image_cnn: fine-tuning did not lower the val loss; head-only model kept")
             model.set_weights(head_weights)
 
-    def _float32(self, model: keras.Model, backbone: str) -> keras.Model:
-        """A float32 copy of a mixed-precision model, so the saved branch predicts on any device."""
+    def _float32(self, model: keras.Model | None, backbone: str) -> keras.Model:
+        """A float32 copy of a mixed-precision or distributed model, on no strategy, so the saved
+        branch predicts on any device."""
+        assert model is not None
         with dtype_policy("float32"):
             copy, _ = build_model(self.params, backbone, None)
         copy.set_weights(model.get_weights())

@@ -3,8 +3,9 @@
 The tokenizer is plain Python and numpy (a vocabulary of the most frequent train words), not
 `keras.layers.TextVectorization`, which needs TensorFlow: the input pipeline is numpy arrays,
 so the branch trains under any Keras backend (TensorFlow, JAX, torch). Class weights counter
-the imbalance, early stopping on the val loss keeps the best epoch, and mixed precision is used
-where a GPU is present. The model outputs the classes present in train; absent ones get 0.
+the imbalance, early stopping on the val loss keeps the best epoch, mixed precision is used
+where a GPU is present, and every GPU of the host trains it data-parallel where the backend
+allows (src/models/devices.py). The model outputs the classes present in train; absent ones get 0.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ import pandas as pd
 
 from src.config import TextCnnParams
 from src.errors import RakutenError
+from src.models import devices
 from src.models.branch import CLASSES, Branch, Modality, fit_summary, labels_index
-from src.models.image_cnn import balanced_class_weights, dtype_policy, gpu_available
+from src.models.image_cnn import balanced_class_weights, dtype_policy
 
 logger = logging.getLogger(__name__)
 
@@ -106,13 +108,24 @@ class NeuralTextBranch(Branch):
 
     def fit(self, train: pd.DataFrame, val: pd.DataFrame) -> dict[str, Any]:
         """Build the vocabulary on train, train early-stopped on val; return a summary."""
+        where = devices.placement(self.name, self.params.batch_size, sparse_gradients=True)
+        with devices.distributed(where):
+            summary = self._fit(train, val, where)
+        if summary["mixed_precision"] or where.replicas > 1:  # a plain model, predicting anywhere
+            self.model = self._float32(self.model)
+        return {**summary, "devices": list(where.devices), "strategy": where.strategy}
+
+    def _fit(
+        self, train: pd.DataFrame, val: pd.DataFrame, where: devices.Placement
+    ) -> dict[str, Any]:
+        """`fit` on the devices chosen, under their strategy."""
         started = time.perf_counter()
         params = self.params
         keras.utils.set_random_seed(params.seed)
         present = np.unique(labels_index(train["prdtypecode"]))
         self.classes = CLASSES[present]
         self.vocabulary = Vocabulary.build(train["text"], params.vocab_size)
-        mixed = params.mixed_precision and gpu_available()
+        mixed = params.mixed_precision and where.gpu
         with dtype_policy("mixed_float16" if mixed else "float32"):
             model = build_model(params, self.vocabulary.size, len(self.classes))
         model.compile(
@@ -122,6 +135,9 @@ class NeuralTextBranch(Branch):
         )
         x, y = self._inputs(train), self._targets(train)
         weights = balanced_class_weights(labels_index(train["prdtypecode"]))[present]
+        # Class weights as sample weights: rows of weight 0 then fill the last batch where a
+        # data-parallel fit must split every batch evenly over its devices.
+        x, y, sample_weights = devices.even_batches(where, x, y, weights[y])
         callbacks: list[keras.callbacks.Callback] = [
             keras.callbacks.LambdaCallback(
                 on_epoch_end=lambda epoch, logs: logger.info(
@@ -133,7 +149,8 @@ class NeuralTextBranch(Branch):
         val = val[val["prdtypecode"].isin(self.classes)]
         validation = None
         if len(val):
-            validation = (self._inputs(val), self._targets(val))
+            ones = np.ones(len(val), dtype=np.float32)
+            validation = devices.even_batches(where, self._inputs(val), self._targets(val), ones)
             callbacks.append(
                 keras.callbacks.EarlyStopping(
                     monitor="val_loss", patience=params.patience, restore_best_weights=True
@@ -142,14 +159,14 @@ class NeuralTextBranch(Branch):
         fitted = model.fit(
             x,
             y,
-            batch_size=params.batch_size,
+            sample_weight=sample_weights,
+            batch_size=where.batch_size,
             epochs=params.epochs,
             validation_data=validation,
-            class_weight=dict(enumerate(weights.tolist())),
             callbacks=callbacks,
             verbose=0,
         )
-        self.model = self._float32(model) if mixed else model
+        self.model = model
         history = [
             {
                 "epoch": epoch,
@@ -213,9 +230,10 @@ class NeuralTextBranch(Branch):
         """Each product's column among the model's outputs (the classes present in train)."""
         return np.searchsorted(self.classes, products["prdtypecode"].to_numpy(dtype=np.int64))
 
-    def _float32(self, model: keras.Model) -> keras.Model:
-        """A float32 copy of a mixed-precision model, so the saved branch predicts on any device."""
-        assert self.vocabulary is not None
+    def _float32(self, model: keras.Model | None) -> keras.Model:
+        """A float32 copy of a mixed-precision or distributed model, on no strategy, so the saved
+        branch predicts on any device."""
+        assert model is not None and self.vocabulary is not None
         with dtype_policy("float32"):
             copy = build_model(self.params, self.vocabulary.size, len(self.classes))
         copy.set_weights(model.get_weights())

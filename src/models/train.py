@@ -17,7 +17,7 @@ from src.config import Params
 from src.data.io import raw_version, write_json
 from src.errors import RakutenError
 from src.models import evaluate as evaluation
-from src.models.branch import Branch, branch_class
+from src.models.branch import ACCELERATED, Branch, branch_class
 from src.models.data import load_split
 from src.models.fusion import FusedModel, fit_fusion
 from src.models.packaged import fused_model_dir, package
@@ -38,6 +38,11 @@ def train_branches(
 ) -> dict[str, Any]:
     """Fit the named branches (default: those enabled in params) and save each one."""
     names = names or list(params.train.branches)
+    neural = sorted(ACCELERATED.intersection(names))
+    if neural:  # a GPU worker without its GPU stops here, before reading any data
+        from src.models.devices import ensure_gpu
+
+        ensure_gpu(", ".join(neural))
     train = load_split(processed_dir, raw_dir, "train")
     val = load_split(processed_dir, raw_dir, "val")
     summaries = {}

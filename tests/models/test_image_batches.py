@@ -129,3 +129,19 @@ def test_keras_streams_the_batches_with_parallel_workers(photos: list[object]) -
     assert len(history.history["loss"]) == 2
     assert sorted(set(seen)) == [0, 1, 2, 3, 4, 5, 6, 7, 8]
     assert batches.epoch >= 2  # a new order and new augmentations each epoch
+
+
+def test_batches_pad_to_a_multiple_of_the_replicas_with_weightless_photos(
+    photos: list[object],
+) -> None:
+    labels = np.arange(len(photos)) % 27
+    batches = ImageBatches(photos, image_size=16, batch_size=4, labels=labels, replicas=2)
+    sizes = []
+    for index in range(len(batches)):
+        x, y, w = batches[index]
+        _, rows = batches.batch(index)
+        assert len(x) == len(y) == len(w) and len(x) % 2 == 0
+        assert (w[len(rows) :] == 0).all() and (w[: len(rows)] == 1).all()
+        assert not x[len(rows) :].any()
+        sizes.append(len(x))
+    assert sizes == [4, 4, 2]  # the last batch: photo 8 and one black photo of weight 0

@@ -18,7 +18,7 @@ from src.config import ImageCnnParams, MakeDatasetParams, load_params
 from src.data.make_dataset import make_dataset
 from src.data.synth import synthesize
 from src.errors import MissingWeightsError, RakutenError
-from src.models import image_cnn
+from src.models import devices
 from src.models.branch import CLASSES, branch_class, labels_index
 from src.models.data import load_split
 from src.models.image_cnn import (
@@ -326,7 +326,7 @@ def test_mixed_precision_where_a_gpu_is(
     monkeypatch: pytest.MonkeyPatch, photos: tuple[pd.DataFrame, pd.DataFrame]
 ) -> None:
     """On a GPU the branch trains in float16 and keeps a float32 model that predicts anywhere."""
-    monkeypatch.setattr(image_cnn, "gpu_available", lambda: True)
+    monkeypatch.setattr(devices, "visible_devices", lambda: ["gpu:0"])
     branch = ImageBranch(TINY.model_copy(update={"epochs": 1}))
     summary = branch.fit(*photos)
     assert summary["mixed_precision"] is True

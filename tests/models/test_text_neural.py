@@ -18,7 +18,7 @@ from src.config import MakeDatasetParams, TextCnnParams, load_params
 from src.data.make_dataset import make_dataset
 from src.data.synth import synthesize
 from src.errors import RakutenError
-from src.models import text_neural
+from src.models import devices, text_neural
 from src.models.branch import CLASSES, branch_class
 from src.models.data import load_split, products_from_listings
 from src.models.text_neural import MODEL_FILE, VOCABULARY_FILE, NeuralTextBranch, Vocabulary
@@ -112,7 +112,7 @@ def test_trains_without_validation_rows(synthetic: Splits) -> None:
 
 def test_mixed_precision_where_a_gpu_is(monkeypatch: pytest.MonkeyPatch, synthetic: Splits) -> None:
     """On a GPU the branch trains in float16 and keeps a float32 model that predicts anywhere."""
-    monkeypatch.setattr(text_neural, "gpu_available", lambda: True)
+    monkeypatch.setattr(devices, "visible_devices", lambda: ["gpu:0"])
     train, val, test = (split.head(300) for split in synthetic)
     branch = NeuralTextBranch(TINY.model_copy(update={"epochs": 1}))
     assert branch.fit(train, val)["mixed_precision"] is True
