@@ -117,6 +117,15 @@ class Settings(BaseSettings):
     api_refresh_seconds: float = Field(
         60.0, gt=0, description="How often the API checks whether its alias moved"
     )
+    api_auth: Literal["on", "off"] = Field(
+        "on", description="API keys required (off: anyone may call anything; local demos only)"
+    )
+    api_key_secret: SecretStr | None = Field(
+        None, description="Server secret of the API keys' HMAC and of the pages' session cookie"
+    )
+    api_key_cache_seconds: float = Field(
+        30.0, ge=0, description="How long the API trusts a checked key before reading it again"
+    )
     log_level: str = Field("INFO", description="Logging level of the CLI")
 
     @field_validator("data_source")

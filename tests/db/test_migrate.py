@@ -15,6 +15,7 @@ from src.db.migrate import alembic_config, downgrade, upgrade
 from src.db.models import SCHEMA_REVISION, Base
 
 TABLES = {
+    "api_keys",
     "api_requests",
     "dataset_versions",
     "model_versions",
