@@ -126,6 +126,14 @@ class Settings(BaseSettings):
     api_key_cache_seconds: float = Field(
         30.0, ge=0, description="How long the API trusts a checked key before reading it again"
     )
+    api_max_upload_mib: float = Field(
+        512.0, gt=0, description="Largest POST /datasets body (CSVs and photo zip), in MiB"
+    )
+    airflow_api_url: str = Field(
+        "http://127.0.0.1:8080", description="Airflow's REST API, for POST /training-runs"
+    )
+    airflow_username: str = Field("admin", description="The Airflow user that triggers training")
+    airflow_password: SecretStr | None = Field(None, description="That Airflow user's password")
     log_level: str = Field("INFO", description="Logging level of the CLI")
 
     @field_validator("data_source")

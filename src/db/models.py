@@ -193,6 +193,33 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
+class DatasetPurpose(StrEnum):
+    """What an uploaded dataset is for: the next training run, or the gate's extra rows."""
+
+    TRAINING = "training"
+    VALIDATION = "validation"
+
+
+class Dataset(Base):
+    """A labelled dataset uploaded through the API, kept under the incoming folder."""
+
+    __tablename__ = "datasets"
+    __table_args__ = (
+        CheckConstraint("purpose IN ('" + "', '".join(DatasetPurpose) + "')", name="purpose"),
+        Index(None, "purpose", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(RowId, Identity(), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))  # of its manifest, which names every file
+    rows: Mapped[int] = mapped_column(Integer)  # rows that keep to the data contract
+    quarantined: Mapped[int] = mapped_column(Integer)
+    photos: Mapped[int] = mapped_column(Integer)
+    api_key_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("api_keys.id"))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+
+
 class ApiRequest(Base):
     """One call to the prediction API: the request as received and the response as sent."""
 

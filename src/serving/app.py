@@ -45,7 +45,7 @@ from src.db.api_keys import server_secret
 from src.db.engine import DatabaseError, make_engine
 from src.db.queries import LatestPrediction, NotFoundError, latest_prediction
 from src.db.store import ModelRef, record_api_request
-from src.serving import lifecycle_routes, pages
+from src.serving import datasets, lifecycle_routes, pages, training_runs
 from src.serving.auth import AUTH_ERRORS, Caller, KeyChecker, Predictor
 from src.serving.metrics import ApiMetrics
 from src.serving.model import ModelSlot, ServedModel
@@ -313,24 +313,28 @@ async def _observed(
 
 
 class RequestSizeLimit:
-    """Refuse a body over `limit` bytes (413), or one of unknown length (411), before reading it."""
+    """Refuse a body over `limit` bytes (`upload_limit` for dataset uploads) with 413, or one of
+    unknown length with 411, before reading it."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    UPLOAD_PATHS = frozenset({"/datasets", "/ui/datasets"})
+
+    def __init__(self, app: ASGIApp, limit: int, upload_limit: int) -> None:
         self.app = app
         self.limit = limit
+        self.upload_limit = upload_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer 411/413 at once, else pass the request on."""
         if scope["type"] == "http" and scope["method"] in {"POST", "PUT", "PATCH"}:
             length = dict(scope["headers"]).get(b"content-length")
+            upload = scope["path"] in self.UPLOAD_PATHS
+            limit = self.upload_limit if upload else self.limit
+            setting = "RAKUTEN_API_MAX_UPLOAD_MIB" if upload else "RAKUTEN_API_MAX_REQUEST_MIB"
             refusal = None
             if length is None:
                 refusal = (411, "send the body with a Content-Length")
-            elif not length.isdigit() or int(length) > self.limit:
-                refusal = (
-                    413,
-                    f"request body over {self.limit} bytes (RAKUTEN_API_MAX_REQUEST_MIB)",
-                )
+            elif not length.isdigit() or int(length) > limit:
+                refusal = (413, f"request body over {limit} bytes ({setting})")
             if refusal is not None:
                 status, detail = refusal
                 await JSONResponse({"detail": detail}, status_code=status)(scope, receive, send)
@@ -385,13 +389,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.service = service
     app.state.jobs = lifecycle_routes.Jobs()
+    app.state.airflow = training_runs.Airflow(service.settings)
     app.state.keys = KeyChecker(service.engine, secret, service.settings.api_key_cache_seconds)
     app.include_router(router)
     app.include_router(lifecycle_routes.router)
+    app.include_router(datasets.router)
+    app.include_router(training_runs.router)
     app.include_router(pages.router)
     pages.mount(app, secret)
     app.add_middleware(
-        RequestSizeLimit, limit=int(service.settings.api_max_request_mib * 1024 * 1024)
+        RequestSizeLimit,
+        limit=int(service.settings.api_max_request_mib * 1024 * 1024),
+        upload_limit=int(service.settings.api_max_upload_mib * 1024 * 1024),
     )
     app.middleware("http")(_observed)  # added last, so outermost: it also counts 411 and 413
     return app

@@ -14,13 +14,17 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, HTTPException, Path, Request
+from fastapi import APIRouter, Body, HTTPException, Request
+from fastapi import Path as PathParam
 from mlflow import MlflowClient
 from pydantic import BaseModel, Field
 
 from src.config import Settings, load_params
+from src.db.datasets import get_dataset
+from src.db.models import DatasetPurpose
 from src.errors import RakutenError
 from src.models.packaged import MODEL_NAME
 from src.registry.lifecycle import (
@@ -36,7 +40,7 @@ from src.serving.auth import AUTH_ERRORS, Admin, Caller
 logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["lifecycle"], responses=AUTH_ERRORS)
-VERSION = Annotated[str, Path(pattern=r"^[0-9]{1,9}$", description="A registered version")]
+VERSION = Annotated[str, PathParam(pattern=r"^[0-9]{1,9}$", description="A registered version")]
 _LINEAGE = ("data_version", "params_sha256", "git_commit", "airflow_dag_run_id", "data_source")
 
 
@@ -167,15 +171,38 @@ class RegisteredVersion(BaseModel):
     lineage: dict[str, str] = Field(description="Data version, params hash, git commit, run")
 
 
+class ValidateRequest(BaseModel):
+    """Extra labelled rows for the gate: an uploaded validation dataset."""
+
+    dataset_id: int | None = Field(None, ge=1, description="From POST /datasets (validation)")
+
+
 class RollbackRequest(BaseModel):
     """Why the champion goes back, for the audit log."""
 
     reason: str = Field("rollback through the API", min_length=1, max_length=500)
 
 
-def start_validation(request: Request, version: str, who: Caller) -> JobState:
-    """Queue the gate of `version` on the pinned test split (`rakuten model validate --no-fail`)."""
+def validation_data(request: Request, dataset_id: int | None) -> Path | None:
+    """The folder of an uploaded validation dataset (404 unknown, 422 not for validation)."""
+    if dataset_id is None:
+        return None
+    try:
+        dataset = get_dataset(request.app.state.service.engine, dataset_id)
+    except RakutenError as error:
+        raise HTTPException(404, str(error)) from None
+    if dataset.purpose != DatasetPurpose.VALIDATION:
+        raise HTTPException(422, f"dataset {dataset_id} was uploaded for {dataset.purpose}")
+    return Path(dataset.path)
+
+
+def start_validation(
+    request: Request, version: str, who: Caller, dataset_id: int | None = None
+) -> JobState:
+    """Queue the gate of `version` on the pinned test split, plus an uploaded validation dataset
+    (`rakuten model validate --no-fail [--data DIR]`)."""
     settings = _settings(request)
+    data_dir = validation_data(request, dataset_id)
     jobs: Jobs = request.app.state.jobs
     client = registry_client(settings)
     if not client.search_model_versions(f"name = '{MODEL_NAME}' and version_number = {version}"):
@@ -184,7 +211,7 @@ def start_validation(request: Request, version: str, who: Caller) -> JobState:
 
     def gate() -> dict[str, Any]:
         gate_params = load_params(settings.params_file).gate
-        return validate(client, training_paths(settings), gate_params, version)
+        return validate(client, training_paths(settings), gate_params, version, data_dir)
 
     return jobs.submit(f"validate version {version}", gate)
 
@@ -224,15 +251,23 @@ def history(request: Request, who: Admin) -> list[dict[str, Any]]:
 @router.post(
     "/models/{version}/validate",
     status_code=202,
-    responses={404: {"description": "No such version"}},
+    responses={
+        404: {"description": "No such version or dataset"},
+        422: {"description": "The dataset is not for validation"},
+    },
 )
-def validate_version(request: Request, version: VERSION, who: Admin) -> JobState:
+def validate_version(
+    request: Request,
+    version: VERSION,
+    who: Admin,
+    body: Annotated[ValidateRequest | None, Body()] = None,
+) -> JobState:
     """Run the gate on a version in the background; follow it at GET /jobs/{id}."""
-    return start_validation(request, version, who)
+    return start_validation(request, version, who, None if body is None else body.dataset_id)
 
 
 @router.get("/jobs/{job_id}", responses={404: {"description": "No such job"}})
-def job(request: Request, job_id: Annotated[str, Path(max_length=64)], who: Admin) -> JobState:
+def job(request: Request, job_id: Annotated[str, PathParam(max_length=64)], who: Admin) -> JobState:
     """A background job's state, and its result (the gate's summary) once finished."""
     jobs: Jobs = request.app.state.jobs
     found = jobs.get(job_id)

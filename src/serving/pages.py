@@ -25,8 +25,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware.sessions import SessionMiddleware
 
 from src.db.api_keys import ADMIN, PREDICT
+from src.db.datasets import list_datasets
+from src.db.models import DatasetPurpose
 from src.registry.lifecycle import champion_history
 from src.serving.auth import ANONYMOUS, Caller, KeyChecker, check_key
+from src.serving.datasets import UploadError, store_upload
 from src.serving.lifecycle_routes import (
     model_versions,
     promote_version,
@@ -211,7 +214,16 @@ async def predict_form(
             request, "predict.html", 422, error=text, sent=listing_fields(designation, description)
         )
     service = request.app.state.service
-    answer = await run_in_threadpool(service.answer, [listing], who, "/ui/predict", background)
+    try:
+        answer = await run_in_threadpool(service.answer, [listing], who, "/ui/predict", background)
+    except HTTPException as error:  # no model loaded yet: say so on the page
+        return _render(
+            request,
+            "predict.html",
+            error.status_code,
+            error=str(error.detail),
+            sent=listing_fields(designation, description),
+        )
     photo_uri = None
     if listing.image is not None:
         photo_uri = "data:image;base64," + base64.b64encode(listing.image).decode()
@@ -243,20 +255,30 @@ def models_page(request: Request) -> Response:
         "models.html",
         versions=model_versions(client),
         history=list(reversed(champion_history(client))),
+        validation_sets=list_datasets(request.app.state.service.engine, DatasetPurpose.VALIDATION),
         flash=flash,
     )
 
 
 @router.post("/models/{version}/validate", response_model=None)
-def validate_form(request: Request, version: str, csrf_token: Annotated[str, Form()]) -> Response:
+def validate_form(
+    request: Request,
+    version: str,
+    csrf_token: Annotated[str, Form()],
+    dataset_id: Annotated[int | None, Form()] = None,  # the select's empty choice: none
+) -> Response:
     """Start the gate on a version (a background job), then back to the models page."""
     try:
         who = signed_in(request, ADMIN)
     except SignInNeededError:
         return _to_sign_in(request)
     check_csrf(request, csrf_token)
-    job = start_validation(request, version, who)
-    _flash(request, "info", f"Gate of version {version} started (job {job.id}); reload to see it.")
+    try:
+        job = start_validation(request, version, who, dataset_id)
+    except HTTPException as error:
+        _flash(request, "error", f"Not validated: {error.detail}")
+    else:
+        _flash(request, "info", f"Gate of version {version} started (job {job.id}); reload later.")
     return RedirectResponse("/ui/models", status_code=303)
 
 
@@ -297,3 +319,52 @@ def rollback_form(
     else:
         _flash(request, "info", f"Champion back to version {result['version']}.")
     return RedirectResponse("/ui/models", status_code=303)
+
+
+@router.get("/datasets", response_model=None)
+def datasets_page(request: Request) -> Response:
+    """The upload form (X CSV, Y CSV, photo zip, purpose) and the uploaded datasets."""
+    try:
+        signed_in(request, ADMIN)
+    except SignInNeededError:
+        return _to_sign_in(request)
+    return _render(
+        request,
+        "datasets.html",
+        datasets=list_datasets(request.app.state.service.engine),
+        purposes=[purpose.value for purpose in DatasetPurpose],
+        flash=request.session.pop("flash", None),
+    )
+
+
+@router.post("/datasets", response_model=None)
+def upload_form(
+    request: Request,
+    csrf_token: Annotated[str, Form()],
+    purpose: Annotated[DatasetPurpose, Form()],
+    x_file: UploadFile,
+    y_file: UploadFile,
+    photos: UploadFile | None = None,
+) -> Response:
+    """Store an uploaded dataset as POST /datasets does, then back to the list."""
+    try:
+        who = signed_in(request, ADMIN)
+    except SignInNeededError:
+        return _to_sign_in(request)
+    check_csrf(request, csrf_token)
+    service = request.app.state.service
+    zipped = photos.file if photos is not None and photos.filename else None
+    try:
+        record, _ = store_upload(
+            service.settings, purpose, x_file.file, y_file.file, zipped, service.engine, who.key_id
+        )
+    except UploadError as error:
+        _flash(request, "error", f"Not stored: {error}")
+    else:
+        _flash(
+            request,
+            "info",
+            f"Dataset {record.id} stored: {record.rows} rows, {record.quarantined} quarantined, "
+            f"{record.photos} photos.",
+        )
+    return RedirectResponse("/ui/datasets", status_code=303)

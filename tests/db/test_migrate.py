@@ -16,6 +16,7 @@ from src.db.models import SCHEMA_REVISION, Base
 
 TABLES = {
     "api_keys",
+    "datasets",
     "api_requests",
     "dataset_versions",
     "model_versions",

@@ -140,6 +140,10 @@ def test_the_session_cookie_is_httponly_strict_and_every_form_needs_its_csrf_tok
 ) -> None:
     key = new_key(store_url, "predict")
     with TestClient(create_app(api_settings(registry, store_url))) as client:
+        deadline = time.monotonic() + 120
+        while client.get("/ready").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
         assert client.get("/ui/predict", follow_redirects=False).status_code == 303
         page = client.get("/ui/login")
         cookie = page.headers["set-cookie"]

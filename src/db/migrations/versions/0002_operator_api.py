@@ -1,4 +1,4 @@
-"""The operators' API: API keys (HMAC, scopes), and the key of each recorded API call.
+"""The operators' API: API keys (HMAC, scopes), uploaded datasets, the key of each API call.
 
 Revision ID: 0002_operator_api
 Revises: 0001
@@ -28,7 +28,7 @@ def _timestamp(name: str, nullable: bool = False) -> sa.Column[object]:
 
 
 def upgrade() -> None:
-    """Create `api_keys`; give `api_requests` the id of the key that called."""
+    """Create `api_keys` and `datasets`; give `api_requests` the id of the key that called."""
     op.create_table(
         "api_keys",
         _id(),
@@ -42,6 +42,24 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_api_keys"),
         sa.UniqueConstraint("prefix", name="uq_api_keys_prefix"),
     )
+    op.create_table(
+        "datasets",
+        _id(),
+        sa.Column("purpose", sa.String(length=16), nullable=False),
+        sa.Column("path", sa.Text(), nullable=False),
+        sa.Column("sha256", sa.String(length=64), nullable=False),
+        sa.Column("rows", sa.Integer(), nullable=False),
+        sa.Column("quarantined", sa.Integer(), nullable=False),
+        sa.Column("photos", sa.Integer(), nullable=False),
+        sa.Column("api_key_id", sa.BigInteger(), nullable=True),
+        _timestamp("created_at"),
+        sa.CheckConstraint("purpose IN ('training', 'validation')", name="ck_datasets_purpose"),
+        sa.ForeignKeyConstraint(
+            ["api_key_id"], ["api_keys.id"], name="fk_datasets_api_key_id_api_keys"
+        ),
+        sa.PrimaryKeyConstraint("id", name="pk_datasets"),
+    )
+    op.create_index("ix_datasets_purpose_created_at", "datasets", ["purpose", "created_at"])
     with op.batch_alter_table("api_requests") as batch:
         batch.add_column(sa.Column("api_key_id", sa.BigInteger(), nullable=True))
         batch.create_foreign_key(
@@ -54,4 +72,5 @@ def downgrade() -> None:
     with op.batch_alter_table("api_requests") as batch:
         batch.drop_constraint("fk_api_requests_api_key_id_api_keys", type_="foreignkey")
         batch.drop_column("api_key_id")
+    op.drop_table("datasets")
     op.drop_table("api_keys")
