@@ -57,13 +57,13 @@ class CreatedKey:
 
 def server_secret(settings: Settings) -> bytes:
     """The HMAC secret from RAKUTEN_API_KEY_SECRET; a clear error when it is unset or short."""
-    secret = settings.api_key_secret
-    if secret is None or len(secret.get_secret_value()) < MIN_SECRET_CHARS:
+    configured = settings.api_key_secret
+    if configured is None or len(configured.get_secret_value()) < MIN_SECRET_CHARS:
         raise RakutenError(
             f"RAKUTEN_API_KEY_SECRET must be set to at least {MIN_SECRET_CHARS} characters "
             '(python -c "import secrets; print(secrets.token_urlsafe(48))")'
         )
-    return secret.get_secret_value().encode()
+    return configured.get_secret_value().encode()
 
 
 def key_digest(key: str, secret: bytes) -> str:

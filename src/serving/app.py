@@ -356,7 +356,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """The API for `settings` (default: the environment's); it loads its model at start-up."""
     service = PredictionService(settings or get_settings())
     if service.settings.api_auth == "off":
-        secret = None
+        hmac_key = None
         for line in (
             "RAKUTEN_API_AUTH=off: NO API KEY IS CHECKED.",
             "Anyone who reaches this API may classify, read predictions and promote models.",
@@ -364,7 +364,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ):
             logger.warning("!!! %s", line)
     else:
-        secret = server_secret(service.settings)
+        hmac_key = server_secret(service.settings)
 
     @asynccontextmanager
     async def lifespan(started: FastAPI) -> AsyncIterator[None]:
@@ -390,13 +390,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = service
     app.state.jobs = lifecycle_routes.Jobs()
     app.state.airflow = training_runs.Airflow(service.settings)
-    app.state.keys = KeyChecker(service.engine, secret, service.settings.api_key_cache_seconds)
+    app.state.keys = KeyChecker(service.engine, hmac_key, service.settings.api_key_cache_seconds)
     app.include_router(router)
     app.include_router(lifecycle_routes.router)
     app.include_router(datasets.router)
     app.include_router(training_runs.router)
     app.include_router(pages.router)
-    pages.mount(app, secret)
+    pages.mount(app, hmac_key)
     app.add_middleware(
         RequestSizeLimit,
         limit=int(service.settings.api_max_request_mib * 1024 * 1024),

@@ -153,11 +153,11 @@ def login_page(request: Request, next: str = "/ui/predict") -> HTMLResponse:
 def login(
     request: Request,
     key: Annotated[str, Form(max_length=200)],
-    csrf_token: Annotated[str, Form()],
+    sent_csrf: Annotated[str, Form(alias=CSRF_FIELD)],
     next: Annotated[str, Form()] = "/ui/predict",
 ) -> Response:
     """Check the key; on success the session holds its id (never the key)."""
-    check_csrf(request, csrf_token)
+    check_csrf(request, sent_csrf)
     target = next if next.startswith("/ui/") else "/ui/predict"
     try:
         caller = check_key(_keys(request), key.strip())
@@ -174,9 +174,9 @@ def login(
 
 
 @router.post("/logout")
-def logout(request: Request, csrf_token: Annotated[str, Form()]) -> RedirectResponse:
+def logout(request: Request, sent_csrf: Annotated[str, Form(alias=CSRF_FIELD)]) -> RedirectResponse:
     """End the session."""
-    check_csrf(request, csrf_token)
+    check_csrf(request, sent_csrf)
     request.session.clear()
     return RedirectResponse("/ui/login", status_code=303)
 
@@ -196,7 +196,7 @@ async def predict_form(
     request: Request,
     background: BackgroundTasks,
     designation: Annotated[str, Form(max_length=20_000)],
-    csrf_token: Annotated[str, Form()],
+    sent_csrf: Annotated[str, Form(alias=CSRF_FIELD)],
     description: Annotated[str | None, Form(max_length=20_000)] = None,
     photo: UploadFile | None = None,
 ) -> Response:
@@ -205,7 +205,7 @@ async def predict_form(
         who = signed_in(request, PREDICT)
     except SignInNeededError:
         return _to_sign_in(request)
-    check_csrf(request, csrf_token)
+    check_csrf(request, sent_csrf)
     try:
         listing = await upload_listing(designation, description, photo)
     except ValidationError as error:
@@ -264,7 +264,7 @@ def models_page(request: Request) -> Response:
 def validate_form(
     request: Request,
     version: str,
-    csrf_token: Annotated[str, Form()],
+    sent_csrf: Annotated[str, Form(alias=CSRF_FIELD)],
     dataset_id: Annotated[int | None, Form()] = None,  # the select's empty choice: none
 ) -> Response:
     """Start the gate on a version (a background job), then back to the models page."""
@@ -272,7 +272,7 @@ def validate_form(
         who = signed_in(request, ADMIN)
     except SignInNeededError:
         return _to_sign_in(request)
-    check_csrf(request, csrf_token)
+    check_csrf(request, sent_csrf)
     try:
         job = start_validation(request, version, who, dataset_id)
     except HTTPException as error:
@@ -283,13 +283,15 @@ def validate_form(
 
 
 @router.post("/models/{version}/promote", response_model=None)
-def promote_form(request: Request, version: str, csrf_token: Annotated[str, Form()]) -> Response:
+def promote_form(
+    request: Request, version: str, sent_csrf: Annotated[str, Form(alias=CSRF_FIELD)]
+) -> Response:
     """Promote a version (refused with the reason unless its gate passed)."""
     try:
         who = signed_in(request, ADMIN)
     except SignInNeededError:
         return _to_sign_in(request)
-    check_csrf(request, csrf_token)
+    check_csrf(request, sent_csrf)
     try:
         result = promote_version(request.app.state.service.settings, version, who)
     except HTTPException as error:
@@ -303,7 +305,7 @@ def promote_form(request: Request, version: str, csrf_token: Annotated[str, Form
 @router.post("/models/rollback", response_model=None)
 def rollback_form(
     request: Request,
-    csrf_token: Annotated[str, Form()],
+    sent_csrf: Annotated[str, Form(alias=CSRF_FIELD)],
     reason: Annotated[str, Form(min_length=1, max_length=500)] = "rollback from the models page",
 ) -> Response:
     """Move @champion back to the previous champion."""
@@ -311,7 +313,7 @@ def rollback_form(
         who = signed_in(request, ADMIN)
     except SignInNeededError:
         return _to_sign_in(request)
-    check_csrf(request, csrf_token)
+    check_csrf(request, sent_csrf)
     try:
         result = rollback_champion(request.app.state.service.settings, who, reason)
     except HTTPException as error:
@@ -340,7 +342,7 @@ def datasets_page(request: Request) -> Response:
 @router.post("/datasets", response_model=None)
 def upload_form(
     request: Request,
-    csrf_token: Annotated[str, Form()],
+    sent_csrf: Annotated[str, Form(alias=CSRF_FIELD)],
     purpose: Annotated[DatasetPurpose, Form()],
     x_file: UploadFile,
     y_file: UploadFile,
@@ -351,7 +353,7 @@ def upload_form(
         who = signed_in(request, ADMIN)
     except SignInNeededError:
         return _to_sign_in(request)
-    check_csrf(request, csrf_token)
+    check_csrf(request, sent_csrf)
     service = request.app.state.service
     zipped = photos.file if photos is not None and photos.filename else None
     try:

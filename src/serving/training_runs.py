@@ -48,7 +48,7 @@ class Airflow:
     def __init__(self, settings: Settings) -> None:
         self.url = settings.airflow_api_url.rstrip("/")
         self.username = settings.airflow_username
-        self.password = settings.airflow_password
+        self.credential = settings.airflow_password
         self._token: str | None = None
 
     def _send(self, method: str, path: str, body: Any = None, token: str | None = None) -> Any:
@@ -69,12 +69,12 @@ class Airflow:
             raise AirflowError(f"Airflow at {self.url} cannot be reached ({reason})") from None
 
     def _login(self) -> str:
-        if self.password is None:
+        if self.credential is None:
             raise AirflowError("RAKUTEN_AIRFLOW_PASSWORD is not set: the API cannot sign in")
         answer = self._send(
             "POST",
             "/auth/token",
-            {"username": self.username, "password": self.password.get_secret_value()},
+            {"username": self.username, "password": self.credential.get_secret_value()},
         )
         token: str = answer["access_token"]
         return token
