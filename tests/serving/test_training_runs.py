@@ -26,11 +26,13 @@ from src.data.synth import synthesize
 from src.db.migrate import upgrade
 from src.serving.app import create_app
 from tests.dags.conftest import airflow_bin, airflow_environment, run_airflow
-from tests.servers import Server, free_port, stop, wait_until_healthy
+from tests.servers import Server, free_port, healthy, stop
 from tests.serving.conftest import API_KEY_SECRET, new_key
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 __all__ = ["airflow_bin"]  # the fixture of tests/dags, used here too
+# Standalone migrates, then starts five processes: minutes on a busy 2-core machine.
+STANDALONE_START_SECONDS = 600
 
 PARAMS = {
     "synthetic": {"rows": 300, "test_rows": 40, "images": True, "image_size": 32, "seed": 13},
@@ -96,9 +98,11 @@ def stack(
             start_new_session=True,
         )
     try:
-        server = wait_until_healthy(
-            Server(process, f"http://127.0.0.1:{port}", log), "/api/v2/monitor/health"
-        )
+        server = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + STANDALONE_START_SECONDS
+        while not healthy(server, "/api/v2/monitor/health"):
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(1)
         passwords = root / "airflow" / "simple_auth_manager_passwords.json.generated"
         deadline = time.monotonic() + 120
         while not passwords.is_file():
