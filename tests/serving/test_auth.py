@@ -37,6 +37,15 @@ GUARDED: list[tuple[str, str, dict[str, Any] | None, str]] = [
     ("GET", "/jobs/nope", None, "admin"),
 ]
 OPEN = ["/health", "/ready", "/metrics"]
+# The routes that change something: refused before anything happens (their 2xx: their own tests).
+ADMIN_MOVES = [
+    ("POST", "/models/2/validate"),
+    ("POST", "/models/2/promote"),
+    ("POST", "/models/rollback"),
+    ("POST", "/datasets"),
+    ("POST", "/training-runs"),
+    ("GET", "/training-runs/some-run"),
+]
 
 
 @pytest.fixture
@@ -135,6 +144,16 @@ def test_each_guarded_route_answers_401_403_or_lets_in_by_scope(
     else:
         assert by_predict.status_code not in (401, 403), by_predict.text
     assert by_admin.status_code not in (401, 403), by_admin.text  # admin may call everything
+
+
+@pytest.mark.parametrize(("method", "path"), ADMIN_MOVES)
+def test_each_admin_move_is_refused_without_a_key_or_with_a_predict_key(
+    client: TestClient, store: str, method: str, path: str
+) -> None:
+    assert client.request(method, path).status_code == 401
+    predict = {"X-API-Key": new_key(store, "predict")}
+    refused = client.request(method, path, headers=predict)
+    assert refused.status_code == 403 and "lacks the scope 'admin'" in refused.json()["detail"]
 
 
 @pytest.mark.parametrize("path", OPEN)

@@ -5,6 +5,7 @@ and CSRF refusals are checked over HTTP."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -16,10 +17,10 @@ from fastapi.testclient import TestClient
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from src.data.io import read_raw_csv
-from src.data.layout import TEST_IMAGE_DIR, X_TEST_FILE
+from src.data.layout import TEST_IMAGE_DIR, X_TEST_FILE, X_TRAIN_FILE, Y_TRAIN_FILE
 from src.models.data import photo_paths
 from src.serving.app import create_app
 from src.serving.pages import SESSION_COOKIE
@@ -133,6 +134,30 @@ def test_an_admin_gates_and_promotes_on_the_models_page(
         driver.find_element(By.ID, "rollback").click()
     assert "Champion back to version 1" in driver.find_element(By.ID, "flash").text
     assert "@champion" in driver.find_element(By.ID, "version-1").text
+
+
+def test_an_admin_uploads_a_dataset_on_the_datasets_page(
+    chromium: webdriver.Chrome, site: str, store_url: str, registry: Registry, tmp_path: Path
+) -> None:
+    raw = registry.paths.raw_dir
+    x = read_raw_csv(raw / X_TRAIN_FILE).head(30)
+    y = read_raw_csv(raw / Y_TRAIN_FILE).loc[x.index]
+    x.to_csv(tmp_path / "X.csv")
+    y.to_csv(tmp_path / "Y.csv")
+    driver = chromium
+    _sign_in(driver, site, new_key(store_url, "admin", "Dominique"), "/ui/datasets")
+
+    Select(driver.find_element(By.ID, "purpose")).select_by_value("validation")
+    driver.find_element(By.ID, "x-file").send_keys(str(tmp_path / "X.csv"))
+    driver.find_element(By.ID, "y-file").send_keys(str(tmp_path / "Y.csv"))
+    driver.find_element(By.ID, "upload").click()
+
+    flash = WebDriverWait(driver, 60).until(
+        expected_conditions.presence_of_element_located((By.ID, "flash"))
+    )
+    assert re.search(r"Dataset \d+ stored: \d+ rows, \d+ quarantined, 0 photos", flash.text)
+    assert "validation" in driver.find_element(By.ID, "datasets").text
+    screenshot(driver, "datasets")
 
 
 def test_the_session_cookie_is_httponly_strict_and_every_form_needs_its_csrf_token(
