@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["training"], responses=AUTH_ERRORS)
 DAG_ID: Final = "rakuten_training"
-TIMEOUT_SECONDS: Final = 15
+TIMEOUT_SECONDS: Final = 30
 _UNAVAILABLE: Final[dict[int | str, dict[str, str]]] = {
     503: {"description": "Airflow cannot be reached, or refuses (the reason is in `detail`)"}
 }

@@ -71,7 +71,8 @@ def _sign_in(driver: webdriver.Chrome, site: str, key: str, page: str) -> None:
     assert "/ui/login" in driver.current_url  # no session: to the sign-in page first
     driver.find_element(By.ID, "key").send_keys(key)
     driver.find_element(By.ID, "sign-in").click()
-    WebDriverWait(driver, 30).until(expected_conditions.url_contains(page))
+    WebDriverWait(driver, 30).until(lambda d: "/ui/login" not in d.current_url)
+    assert driver.current_url.endswith(page)
 
 
 def test_a_person_signs_in_and_classifies_a_listing_with_its_photo(
