@@ -139,6 +139,23 @@ class Settings(BaseSettings):
     api_refresh_seconds: float = Field(
         60.0, gt=0, description="How often the API checks whether its alias moved"
     )
+    api_auth: Literal["on", "off"] = Field(
+        "on", description="API keys required (off: anyone may call anything; local demos only)"
+    )
+    api_key_secret: SecretStr | None = Field(
+        None, description="Server secret of the API keys' HMAC and of the pages' session cookie"
+    )
+    api_key_cache_seconds: float = Field(
+        30.0, ge=0, description="How long the API trusts a checked key before reading it again"
+    )
+    api_max_upload_mib: float = Field(
+        512.0, gt=0, description="Largest POST /datasets body (CSVs and photo zip), in MiB"
+    )
+    airflow_api_url: str = Field(
+        "http://127.0.0.1:8080", description="Airflow's REST API, for POST /training-runs"
+    )
+    airflow_username: str = Field("admin", description="The Airflow user that triggers training")
+    airflow_password: SecretStr | None = Field(None, description="That Airflow user's password")
     log_level: str = Field("INFO", description="Logging level of the CLI")
     require_gpu: bool = Field(
         False, description="Neural branches stop instead of training without a GPU (GPU worker)"

@@ -3,6 +3,7 @@
 One set of SQLAlchemy models serves SQLite (the embedded default) and PostgreSQL (production);
 the Alembic revisions under `migrations/` create exactly these tables (a test compares them).
 Rows are never updated: a rerun of a batch deletes the batch it replaces and inserts a new one.
+The one exception is `api_keys`, whose last use and revocation are written on the key's row.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # The Alembic revision (migrations/versions) that creates exactly these tables; a test keeps
 # it equal to the newest revision, and the store refuses a database at another one.
-SCHEMA_REVISION: Final = "0001"
+SCHEMA_REVISION: Final = "0002_operator_api"
 
 # Deterministic constraint names, so that migrations can name what they alter or drop.
 NAMING_CONVENTION: Final = {
@@ -177,6 +178,48 @@ class Prediction(Base):
     top3: Mapped[list[dict[str, Any]]] = mapped_column(Document)
 
 
+class ApiKey(Base):
+    """A key of the API: its HMAC-SHA256 (never the key), a short prefix to find it, its scopes."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(RowId, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[str] = mapped_column(String(128))  # space separated, as OAuth writes them
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class DatasetPurpose(StrEnum):
+    """What an uploaded dataset is for: the next training run, or the gate's extra rows."""
+
+    TRAINING = "training"
+    VALIDATION = "validation"
+
+
+class Dataset(Base):
+    """A labelled dataset uploaded through the API, kept under the incoming folder."""
+
+    __tablename__ = "datasets"
+    __table_args__ = (
+        CheckConstraint("purpose IN ('" + "', '".join(DatasetPurpose) + "')", name="purpose"),
+        Index(None, "purpose", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(RowId, Identity(), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))  # of its manifest, which names every file
+    rows: Mapped[int] = mapped_column(Integer)  # rows that keep to the data contract
+    quarantined: Mapped[int] = mapped_column(Integer)
+    photos: Mapped[int] = mapped_column(Integer)
+    api_key_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("api_keys.id"))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+
+
 class ApiRequest(Base):
     """One call to the prediction API: the request as received and the response as sent."""
 
@@ -193,3 +236,5 @@ class ApiRequest(Base):
     response: Mapped[dict[str, Any] | None] = mapped_column(Document)
     status_code: Mapped[int] = mapped_column(Integer)
     duration_ms: Mapped[float] = mapped_column(Double)
+    # The key that called (never the key itself); None when RAKUTEN_API_AUTH is off.
+    api_key_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("api_keys.id"))

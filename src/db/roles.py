@@ -4,8 +4,9 @@ Nothing runs as a superuser at run time: the schema owner migrates and grants (d
 the pipeline and the API log in as the app role, people as analysts. The app role may INSERT
 and SELECT everywhere; it may DELETE only from `prediction_batches` and `predictions`, because a
 rerun of a batch replaces it (delete, then insert, in one transaction); rows are never updated,
-so nobody gets UPDATE. Role names and passwords come from the settings (environment), never
-from code. SQLite has no roles: there, this does nothing and says so.
+so nobody gets UPDATE, except on `api_keys`, where the API writes a key's last use and
+`rakuten api-key revoke` its revocation. Role names and passwords come from the settings
+(environment), never from code. SQLite has no roles: there, this does nothing and says so.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from sqlalchemy import Connection, text
 
 from src.config import Settings
 from src.db.engine import DatabaseError, make_engine, require_current, shown, transaction
-from src.db.models import Base, Prediction, PredictionBatch
+from src.db.models import ApiKey, Base, Prediction, PredictionBatch
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ def app_privileges() -> dict[str, tuple[str, ...]]:
         name: ("SELECT", "INSERT", "DELETE") if name in REPLACED_TABLES else ("SELECT", "INSERT")
         for name in Base.metadata.tables
     }
+    privileges[ApiKey.__tablename__] = ("SELECT", "INSERT", "UPDATE")
     return {**privileges, "alembic_version": ("SELECT",)}  # to check the schema revision
 
 

@@ -436,8 +436,10 @@ def record_api_request(
     status_code: int,
     duration_ms: float,
     model: ModelRef | None,
+    api_key_id: int | None = None,
 ) -> int:
-    """Record one call to the prediction API (request and response as JSON); return its id."""
+    """Record one call to the prediction API (request and response as JSON, the id of the key
+    that called, never the key); return its id."""
     with transaction(engine) as connection:
         result = connection.execute(
             insert(ApiRequest)
@@ -448,6 +450,7 @@ def record_api_request(
                 response=response,
                 status_code=status_code,
                 duration_ms=duration_ms,
+                api_key_id=api_key_id,
             )
             .returning(ApiRequest.id)
         )

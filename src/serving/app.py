@@ -1,9 +1,11 @@
 """The prediction API: classify a few listings with the served model, look up batch predictions.
 
-`rakuten serve` runs it with uvicorn. Routes: POST /predict, GET /products/{productid}/prediction,
-GET /model, GET /health (the process is up), GET /ready (a model is loaded), GET /metrics
-(Prometheus), and the OpenAPI document at /docs. Every /predict call is recorded in the
-predictions store (`api_requests`), after the answer has gone out.
+`rakuten serve` runs it with uvicorn. Routes: POST /predict (and /predict/upload, multipart),
+GET /products/{productid}/prediction, GET /model, GET /health (the process is up), GET /ready (a
+model is loaded), GET /metrics (Prometheus), and the OpenAPI document at /docs; the lifecycle
+routes (lifecycle_routes.py) and the pages (pages.py) join them. Every call but /health, /ready
+and /metrics needs an API key (auth.py). Every prediction is recorded in the predictions store
+(`api_requests`, with the id of the key that asked), after the answer has gone out.
 """
 
 from __future__ import annotations
@@ -23,24 +25,32 @@ from fastapi import (
     BackgroundTasks,
     Depends,
     FastAPI,
+    File,
+    Form,
     HTTPException,
     Path,
     Request,
     Response,
+    UploadFile,
 )
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from src.config import Settings, get_settings
+from src.db.api_keys import server_secret
 from src.db.engine import DatabaseError, make_engine
 from src.db.queries import LatestPrediction, NotFoundError, latest_prediction
 from src.db.store import ModelRef, record_api_request
+from src.serving import datasets, lifecycle_routes, pages, training_runs
+from src.serving.auth import AUTH_ERRORS, Caller, KeyChecker, Predictor
 from src.serving.metrics import ApiMetrics
 from src.serving.model import ModelSlot, ServedModel
 from src.serving.schemas import (
+    MAX_TEXT_CHARS,
     Listing,
     ModelInfo,
     PredictRequest,
@@ -89,31 +99,65 @@ class PredictionService:
 
     def record(
         self,
+        endpoint: str,
         request: dict[str, Any],
         response: dict[str, Any],
         model: ModelRef,
         duration_ms: float,
+        api_key_id: int | None,
     ) -> None:
-        """Record a /predict call in the store; a store that fails is logged and counted."""
+        """Record a prediction call in the store; a store that fails is logged and counted."""
         try:
             record_api_request(
                 self.engine,
-                endpoint="/predict",
+                endpoint=endpoint,
                 request=request,
                 response=response,
                 status_code=200,
                 duration_ms=duration_ms,
                 model=model,
+                api_key_id=api_key_id,
             )
         except (SQLAlchemyError, DatabaseError):
             self.metrics.store_errors.inc()
-            logger.exception("a /predict call could not be recorded in the store")
+            logger.exception("a %s call could not be recorded in the store", endpoint)
+
+    def answer(
+        self,
+        listings: list[Listing],
+        who: Caller,
+        endpoint: str,
+        background: BackgroundTasks,
+    ) -> PredictResponse:
+        """Classify `listings` with the served model, and record the call once answered."""
+        limit = self.settings.api_max_products
+        if len(listings) > limit:
+            raise HTTPException(
+                413,
+                f"{len(listings)} products in one request; at most {limit} "
+                "(score larger sets with `rakuten predict` or the batch-prediction DAG)",
+            )
+        served = served_model(self)
+        start = perf_counter()
+        predictions = self.classify(served, listings)
+        answer = PredictResponse(model=_info(served), predictions=predictions)
+        duration_ms = (perf_counter() - start) * 1000
+        background.add_task(
+            self.record,
+            endpoint,
+            _recorded_request(listings),
+            answer.model_dump(mode="json"),
+            served.ref,
+            duration_ms,
+            who.key_id,
+        )
+        return answer
 
 
-def _recorded_request(body: PredictRequest) -> dict[str, Any]:
+def _recorded_request(listings: list[Listing]) -> dict[str, Any]:
     """The request as the store keeps it: photos by their SHA-256 and size, not their bytes."""
     products = []
-    for listing in body.products:
+    for listing in listings:
         product = listing.model_dump(exclude={"image"})
         if listing.image is not None:
             product["image"] = {
@@ -135,12 +179,13 @@ def _info(served: ServedModel) -> ModelInfo:
     )
 
 
-def _service(request: Request) -> PredictionService:
+def service_of(request: Request) -> PredictionService:
+    """The app's prediction service."""
     service: PredictionService = request.app.state.service
     return service
 
 
-Service = Annotated[PredictionService, Depends(_service)]
+Service = Annotated[PredictionService, Depends(service_of)]
 router = APIRouter()
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _NO_MODEL: dict[int | str, dict[str, Any]] = {
@@ -148,7 +193,8 @@ _NO_MODEL: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _served(service: PredictionService) -> ServedModel:
+def served_model(service: PredictionService) -> ServedModel:
+    """The model answering now, or 503 with the reason there is none."""
     served = service.slot.current
     if served is None:
         raise HTTPException(503, f"no model to serve: {service.slot.problem}")
@@ -174,46 +220,59 @@ def ready(service: Service, response: Response) -> Readiness:
     )
 
 
-@router.get("/model", responses=_NO_MODEL)
-def model(service: Service) -> ModelInfo:
+@router.get("/model", responses={**AUTH_ERRORS, **_NO_MODEL})
+def model(service: Service, who: Predictor) -> ModelInfo:
     """The registered model version that answers /predict."""
-    return _info(_served(service))
+    return _info(served_model(service))
 
 
 @router.post(
     "/predict",
-    responses={**_NO_MODEL, 413: {"description": "More products than RAKUTEN_API_MAX_PRODUCTS"}},
+    responses={
+        **AUTH_ERRORS,
+        **_NO_MODEL,
+        413: {"description": "More products than RAKUTEN_API_MAX_PRODUCTS"},
+    },
 )
-def predict(body: PredictRequest, service: Service, background: BackgroundTasks) -> PredictResponse:
+def predict(
+    body: PredictRequest, service: Service, who: Predictor, background: BackgroundTasks
+) -> PredictResponse:
     """Classify one or a few listings (text, and the photo where given) into product types."""
-    limit = service.settings.api_max_products
-    if len(body.products) > limit:
+    return service.answer(body.products, who, "/predict", background)
+
+
+@router.post(
+    "/predict/upload",
+    responses={**AUTH_ERRORS, **_NO_MODEL},
+)
+async def predict_upload(
+    service: Service,
+    who: Predictor,
+    background: BackgroundTasks,
+    designation: Annotated[str, Form(min_length=1, max_length=MAX_TEXT_CHARS)],
+    description: Annotated[str | None, Form(max_length=MAX_TEXT_CHARS)] = None,
+    photo: Annotated[UploadFile | None, File(description="JPEG or PNG")] = None,
+) -> PredictResponse:
+    """Classify one listing sent as a form (multipart): title, description, photo file."""
+    try:
+        listing = await pages.upload_listing(designation, description, photo)
+    except ValidationError as error:
         raise HTTPException(
-            413,
-            f"{len(body.products)} products in one request; at most {limit} "
-            "(score larger sets with `rakuten predict` or the batch-prediction DAG)",
-        )
-    served = _served(service)
-    start = perf_counter()
-    predictions = service.classify(served, body.products)
-    answer = PredictResponse(model=_info(served), predictions=predictions)
-    duration_ms = (perf_counter() - start) * 1000
-    background.add_task(
-        service.record,
-        _recorded_request(body),
-        answer.model_dump(mode="json"),
-        served.ref,
-        duration_ms,
-    )
-    return answer
+            422, error.errors(include_url=False, include_context=False, include_input=False)
+        ) from None
+    return await run_in_threadpool(service.answer, [listing], who, "/predict/upload", background)
 
 
 @router.get(
     "/products/{productid}/prediction",
-    responses={404: {"description": "Never scored"}, 503: {"description": "Store unavailable"}},
+    responses={
+        **AUTH_ERRORS,
+        404: {"description": "Never scored"},
+        503: {"description": "Store unavailable"},
+    },
 )
 def stored_prediction(
-    productid: Annotated[int, Path(ge=0, le=2**63 - 1)], service: Service
+    productid: Annotated[int, Path(ge=0, le=2**63 - 1)], service: Service, who: Predictor
 ) -> LatestPrediction:
     """The product's latest prediction from the batch runs, by the model serving the API's alias."""
     try:
@@ -254,24 +313,28 @@ async def _observed(
 
 
 class RequestSizeLimit:
-    """Refuse a body over `limit` bytes (413), or one of unknown length (411), before reading it."""
+    """Refuse a body over `limit` bytes (`upload_limit` for dataset uploads) with 413, or one of
+    unknown length with 411, before reading it."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    UPLOAD_PATHS = frozenset({"/datasets", "/ui/datasets"})
+
+    def __init__(self, app: ASGIApp, limit: int, upload_limit: int) -> None:
         self.app = app
         self.limit = limit
+        self.upload_limit = upload_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer 411/413 at once, else pass the request on."""
         if scope["type"] == "http" and scope["method"] in {"POST", "PUT", "PATCH"}:
             length = dict(scope["headers"]).get(b"content-length")
+            upload = scope["path"] in self.UPLOAD_PATHS
+            limit = self.upload_limit if upload else self.limit
+            setting = "RAKUTEN_API_MAX_UPLOAD_MIB" if upload else "RAKUTEN_API_MAX_REQUEST_MIB"
             refusal = None
             if length is None:
                 refusal = (411, "send the body with a Content-Length")
-            elif not length.isdigit() or int(length) > self.limit:
-                refusal = (
-                    413,
-                    f"request body over {self.limit} bytes (RAKUTEN_API_MAX_REQUEST_MIB)",
-                )
+            elif not length.isdigit() or int(length) > limit:
+                refusal = (413, f"request body over {limit} bytes ({setting})")
             if refusal is not None:
                 status, detail = refusal
                 await JSONResponse({"detail": detail}, status_code=status)(scope, receive, send)
@@ -292,9 +355,19 @@ async def _keep_fresh(slot: ModelSlot, every_seconds: float) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API for `settings` (default: the environment's); it loads its model at start-up."""
     service = PredictionService(settings or get_settings())
+    if service.settings.api_auth == "off":
+        hmac_key = None
+        for line in (
+            "RAKUTEN_API_AUTH=off: NO API KEY IS CHECKED.",
+            "Anyone who reaches this API may classify, read predictions and promote models.",
+            "Use it for a local demo only; never expose this process.",
+        ):
+            logger.warning("!!! %s", line)
+    else:
+        hmac_key = server_secret(service.settings)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(started: FastAPI) -> AsyncIterator[None]:
         # Not awaited: the API is up (/health) while the registry is slow or down; /ready tells.
         watcher = asyncio.create_task(
             _keep_fresh(service.slot, service.settings.api_refresh_seconds)
@@ -305,6 +378,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             watcher.cancel()
             with suppress(asyncio.CancelledError):
                 await watcher
+            started.state.jobs.close()
             service.engine.dispose()
 
     app = FastAPI(
@@ -314,9 +388,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = service
+    app.state.jobs = lifecycle_routes.Jobs()
+    app.state.airflow = training_runs.Airflow(service.settings)
+    app.state.keys = KeyChecker(service.engine, hmac_key, service.settings.api_key_cache_seconds)
     app.include_router(router)
+    app.include_router(lifecycle_routes.router)
+    app.include_router(datasets.router)
+    app.include_router(training_runs.router)
+    app.include_router(pages.router)
+    pages.mount(app, hmac_key)
     app.add_middleware(
-        RequestSizeLimit, limit=int(service.settings.api_max_request_mib * 1024 * 1024)
+        RequestSizeLimit,
+        limit=int(service.settings.api_max_request_mib * 1024 * 1024),
+        upload_limit=int(service.settings.api_max_upload_mib * 1024 * 1024),
     )
     app.middleware("http")(_observed)  # added last, so outermost: it also counts 411 and 413
     return app

@@ -14,6 +14,7 @@ from typer.testing import CliRunner, Result
 
 from src.cli.main import app, run
 from src.config import get_settings
+from src.db.models import SCHEMA_REVISION
 from tests.db.batches import StoreFn, store_known_batches
 
 
@@ -50,7 +51,7 @@ def test_upgrade_then_grant_on_the_embedded_sqlite(
     url = f"sqlite:///{tmp_path / 'data' / 'predictions.db'}"
     settings_from_env.setenv("RAKUTEN_DATABASE_URL", url)
     upgraded = CliRunner().invoke(app, ["db", "upgrade"])
-    assert json_lines(upgraded) == [{"database": url, "from": None, "to": "0001"}]
+    assert json_lines(upgraded) == [{"database": url, "from": None, "to": SCHEMA_REVISION}]
     granted = CliRunner().invoke(app, ["db", "grant"])
     assert json_lines(granted)[0]["roles"] is None
 

@@ -15,6 +15,8 @@ from src.db.migrate import alembic_config, downgrade, upgrade
 from src.db.models import SCHEMA_REVISION, Base
 
 TABLES = {
+    "api_keys",
+    "datasets",
     "api_requests",
     "dataset_versions",
     "model_versions",

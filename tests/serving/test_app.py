@@ -21,13 +21,14 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 from sqlalchemy import delete, select
 
 from src.config import Settings, load_params
 from src.data.io import read_raw_csv
 from src.data.layout import TEST_IMAGE_DIR, X_TEST_FILE
 from src.db.engine import make_engine
-from src.db.models import ApiRequest, Base
+from src.db.models import ApiKey, ApiRequest, Base
 from src.models.batch_predict import predict_batch
 from src.models.branch import CLASSES
 from src.models.data import photo_paths
@@ -38,6 +39,7 @@ from src.registry.tracking import tracking_client
 from src.serving.app import create_app
 from src.serving.schemas import MAX_PHOTO_BYTES
 from tests.servers import free_port
+from tests.serving.conftest import API_KEY_SECRET, api_settings, new_key
 from tests.trained_registry import TEXT_PARAMS, Registry, trained_registry
 
 # A photo-only model: the fused answer is the photo's, and uniform for a listing without one.
@@ -69,7 +71,13 @@ def listings(registry: Registry) -> pd.DataFrame:
 
 
 def _settings(registry: Registry, store_url: str) -> Settings:
-    return Settings(mlflow_tracking_uri=registry.uri, database_url=store_url)
+    return api_settings(registry, store_url)
+
+
+def _keyed(client: TestClient, store_url: str) -> TestClient:
+    """The client, calling with a new key of scope predict."""
+    client.headers["X-API-Key"] = new_key(store_url, "predict")
+    return client
 
 
 @pytest.fixture
@@ -96,7 +104,7 @@ def _ready(client: TestClient) -> TestClient:
 def client(registry: Registry, store: str) -> Iterator[TestClient]:
     """The API on the text model's registry and an empty store, started (model loaded)."""
     with TestClient(create_app(_settings(registry, store))) as started:
-        yield _ready(started)
+        yield _ready(_keyed(started, store))
 
 
 def _product(listing: pd.Series, photo: bool = True) -> dict[str, Any]:
@@ -168,7 +176,7 @@ def test_a_photo_sent_as_bytes_counts_as_the_photo_file_does(
     products = [_product(row) for _, row in sent.iterrows()]
 
     with TestClient(create_app(_settings(photo_registry, store))) as client:
-        answer = _ready(client).post("/predict", json={"products": products})
+        answer = _ready(_keyed(client, store)).post("/predict", json={"products": products})
 
     assert answer.status_code == 200, answer.text
     predictions = answer.json()["predictions"]
@@ -194,8 +202,12 @@ def test_each_call_is_recorded_with_its_answer(
     engine = make_engine(store)
     with engine.connect() as connection:
         recorded = connection.execute(select(ApiRequest)).one()
+        key_id = connection.execute(select(ApiKey.id)).scalar_one()
     engine.dispose()
     assert recorded.endpoint == "/predict" and recorded.status_code == 200
+    # The key that called, by its id: never the key itself.
+    assert recorded.api_key_id == key_id
+    assert client.headers["X-API-Key"] not in json.dumps([recorded.request, recorded.response])
     assert recorded.model_version_id is not None and recorded.duration_ms > 0
     assert recorded.response == answer
     stored = recorded.request["products"][0]
@@ -250,6 +262,7 @@ def test_bodies_too_large_or_of_unknown_length_are_refused_unread(
 ) -> None:
     settings = _settings(registry, store).model_copy(update={"api_max_request_mib": 0.01})
     with TestClient(create_app(settings)) as client:
+        _keyed(client, store)
         big = {"products": [{"designation": "Lampe " * 2000}]}
         refused = client.post("/predict", json=big)
         assert refused.status_code == 413 and "RAKUTEN_API_MAX_REQUEST_MIB" in refused.text
@@ -350,8 +363,13 @@ def test_without_a_champion_the_api_is_alive_but_not_ready(
 ) -> None:
     empty = tmp_path / "mlflow.db"
     empty.write_bytes(mlflow_template.read_bytes())
-    settings = Settings(mlflow_tracking_uri=f"sqlite:///{empty}", database_url=store)
+    settings = Settings(
+        mlflow_tracking_uri=f"sqlite:///{empty}",
+        database_url=store,
+        api_key_secret=SecretStr(API_KEY_SECRET),
+    )
     with TestClient(create_app(settings)) as client:
+        _keyed(client, store)
         assert client.get("/health").status_code == 200
         deadline = time.monotonic() + 60
         while (ready := client.get("/ready")).json()["problem"] == "not loaded yet":
@@ -366,7 +384,9 @@ def test_without_a_champion_the_api_is_alive_but_not_ready(
 
 def test_a_store_that_is_down_costs_the_record_not_the_answer(registry: Registry) -> None:
     nowhere = f"postgresql+psycopg://rakuten@127.0.0.1:{free_port()}/rakuten?connect_timeout=2"
-    with TestClient(create_app(_settings(registry, nowhere))) as client:
+    # With keys on, a key is checked in the store (test_auth.py: 503 then); here, the record.
+    settings = _settings(registry, nowhere).model_copy(update={"api_auth": "off"})
+    with TestClient(create_app(settings)) as client:
         answer = _ready(client).post("/predict", json={"products": [{"designation": "Lampe"}]})
         assert answer.status_code == 200
         assert _metrics(client)[("rakuten_api_store_errors_total", frozenset())] == 1
@@ -382,6 +402,7 @@ def test_a_registry_that_is_down_leaves_the_api_alive_and_says_so(
     settings = Settings(
         mlflow_tracking_uri=f"http://127.0.0.1:{free_port()}",
         database_url=f"sqlite:///{tmp_path / 'predictions.db'}",
+        api_auth="off",
     )
     with TestClient(create_app(settings)) as client:
         assert client.get("/health").status_code == 200

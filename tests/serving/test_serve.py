@@ -25,6 +25,7 @@ from src.db.migrate import upgrade
 from src.registry.lifecycle import promote, rollback, validate
 from src.registry.tracking import tracking_client
 from tests.servers import Server, free_port, started, wait_until_healthy
+from tests.serving.conftest import API_KEY_SECRET, new_key
 from tests.trained_registry import Registry
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -40,26 +41,42 @@ PRODUCTS = [
 ]
 
 
-def _call(url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+def _call(url: str, body: dict[str, Any] | None = None, key: str | None = None) -> dict[str, Any]:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"} | ({"X-API-Key": key} if key else {})
+    request = urllib.request.Request(url, data=data, headers=headers)
     with urllib.request.urlopen(request, timeout=30) as response:
         answer: dict[str, Any] = json.loads(response.read())
         return answer
 
 
 @pytest.fixture(scope="module")
-def api(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def serve_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The served API's SQLite store, migrated."""
+    store = f"sqlite:///{tmp_path_factory.mktemp('serve-store') / 'predictions.db'}"
+    upgrade(store)
+    return store
+
+
+@pytest.fixture(scope="module")
+def key(serve_store: str) -> str:
+    """A key of scope predict for the served API."""
+    return new_key(serve_store, "predict")
+
+
+@pytest.fixture(scope="module")
+def api(
+    registry: Registry, serve_store: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     """`rakuten serve` on the registry and a SQLite store, checking its alias every second."""
     root = tmp_path_factory.mktemp("serve")
-    store = f"sqlite:///{root / 'predictions.db'}"
-    upgrade(store)
     port = free_port()
     environ = {
         **os.environ,
         "RAKUTEN_MLFLOW_TRACKING_URI": registry.uri,
-        "RAKUTEN_DATABASE_URL": store,
+        "RAKUTEN_DATABASE_URL": serve_store,
         "RAKUTEN_API_REFRESH_SECONDS": "1",
+        "RAKUTEN_API_KEY_SECRET": API_KEY_SECRET,
     }
     command = [str(Path(sys.executable).parent / "rakuten"), "serve", "--port", str(port)]
     log = root / "serve.log"
@@ -70,11 +87,11 @@ def api(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 def test_rakuten_serve_answers_concurrent_clients_and_follows_a_promotion(
-    api: Server, registry: Registry
+    api: Server, registry: Registry, key: str
 ) -> None:
     with ThreadPoolExecutor(8) as pool:
         answers = list(
-            pool.map(lambda _: _call(f"{api.url}/predict", {"products": PRODUCTS}), range(16))
+            pool.map(lambda _: _call(f"{api.url}/predict", {"products": PRODUCTS}, key), range(16))
         )
     assert all(a["predictions"] == answers[0]["predictions"] for a in answers)
     assert answers[0]["model"]["version"] == "1"
@@ -84,10 +101,11 @@ def test_rakuten_serve_answers_concurrent_clients_and_follows_a_promotion(
     promote(client, "auto", version="2", automatic=True, by="test")
     try:
         deadline = time.monotonic() + 60
-        while _call(f"{api.url}/model")["version"] != "2":
+        while _call(f"{api.url}/model", key=key)["version"] != "2":
             assert time.monotonic() < deadline, api.log.read_text()[-3000:]
             time.sleep(0.5)
-        assert _call(f"{api.url}/predict", {"products": PRODUCTS})["model"]["version"] == "2"
+        answer = _call(f"{api.url}/predict", {"products": PRODUCTS}, key)
+        assert answer["model"]["version"] == "2"
     finally:
         rollback(client, by="test", reason="the test puts version 1 back")
     assert "serving rakuten-product-classifier v2 (@champion), was v1" in api.log.read_text()
@@ -95,7 +113,7 @@ def test_rakuten_serve_answers_concurrent_clients_and_follows_a_promotion(
 
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus is not installed")
 def test_prometheus_scrapes_the_api_and_answers_every_dashboard_query(
-    api: Server, tmp_path: Path
+    api: Server, key: str, tmp_path: Path
 ) -> None:
     # The stack's own scrape job for the API, pointed at this server and scraping every second.
     config = yaml.safe_load((ROOT / "monitoring" / "prometheus" / "prometheus.yml").read_text())
@@ -128,9 +146,9 @@ def test_prometheus_scrapes_the_api_and_answers_every_dashboard_query(
             assert time.monotonic() < deadline, "Prometheus never scraped the API"
             time.sleep(0.5)
         for _ in range(4):
-            _call(f"{api.url}/predict", {"products": PRODUCTS})
+            _call(f"{api.url}/predict", {"products": PRODUCTS}, key)
             with pytest.raises(urllib.error.HTTPError, match="422"):
-                _call(f"{api.url}/predict", {"products": []})
+                _call(f"{api.url}/predict", {"products": []}, key)
             time.sleep(1.5)
 
         dashboard = json.loads(

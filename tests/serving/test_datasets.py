@@ -1,0 +1,200 @@
+"""Dataset uploads on the real data contract and store: what is stored (atomically, with its
+manifest and quarantine), what is refused (a structural break, a path-traversing or bombing zip,
+a body too large, a key without admin), and a validation dataset scored by the gate."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import delete, select
+
+from src.data.io import read_raw_csv
+from src.data.layout import TRAIN_IMAGE_DIR, X_TRAIN_FILE, Y_TRAIN_FILE
+from src.db.engine import make_engine
+from src.db.models import Base, Dataset
+from src.serving.app import create_app
+from tests.serving.conftest import api_settings, new_key
+from tests.trained_registry import Registry
+
+ROWS = 60
+
+
+@pytest.fixture
+def incoming(tmp_path: Path) -> Path:
+    """The test's incoming folder."""
+    return tmp_path / "incoming"
+
+
+@pytest.fixture
+def admin(registry: Registry, store_url: str, incoming: Path) -> Iterator[TestClient]:
+    """The API with an admin key, its uploads under the test's incoming folder."""
+    settings = api_settings(registry, store_url, incoming_dir=incoming)
+    with TestClient(create_app(settings)) as client:
+        client.headers["X-API-Key"] = new_key(store_url, "admin")
+        yield client
+    engine = make_engine(store_url)
+    with engine.begin() as connection:
+        for table in reversed(Base.metadata.sorted_tables):
+            connection.execute(delete(table))
+    engine.dispose()
+
+
+def _csv(frame: pd.DataFrame) -> bytes:
+    return frame.to_csv().encode()
+
+
+def _labelled(registry: Registry) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """ROWS labelled rows of the synthetic catalogue, two of them broken (blank title, a code
+    that is no product type), as the hub lays them out."""
+    raw = registry.paths.raw_dir
+    x = read_raw_csv(raw / X_TRAIN_FILE).head(ROWS).copy()
+    y = read_raw_csv(raw / Y_TRAIN_FILE).loc[x.index].copy()
+    x.iloc[0, x.columns.get_loc("designation")] = "   "
+    y.iloc[1, y.columns.get_loc("prdtypecode")] = "7"
+    return x, y
+
+
+def _photo_zip(registry: Registry, x: pd.DataFrame) -> bytes:
+    """The rows' photos in a zip, in the hub's layout (under images/image_train/)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for _, row in x.iterrows():
+            name = f"image_{row['imageid']}_product_{row['productid']}.jpg"
+            path = registry.paths.raw_dir / TRAIN_IMAGE_DIR / name
+            if path.is_file():
+                archive.write(path, f"images/image_train/{name}")
+    return buffer.getvalue()
+
+
+def _upload(
+    client: TestClient, purpose: str, x: bytes, y: bytes, photos: bytes | None = None
+) -> Any:
+    files = {"x_file": ("X.csv", x), "y_file": ("Y.csv", y)}
+    if photos is not None:
+        files["photos"] = ("photos.zip", photos)
+    return client.post("/datasets", data={"purpose": purpose}, files=files)
+
+
+def _left_in(incoming: Path) -> list[str]:
+    return sorted(str(p.relative_to(incoming)) for p in incoming.rglob("*") if p.is_file())
+
+
+def test_an_upload_is_checked_stored_with_its_manifest_and_listed(
+    admin: TestClient, registry: Registry, incoming: Path, store_url: str
+) -> None:
+    x, y = _labelled(registry)
+    photos = _photo_zip(registry, x)
+
+    stored = _upload(admin, "validation", _csv(x), _csv(y), photos)
+
+    assert stored.status_code == 201, stored.text
+    record = stored.json()
+    assert record["rows"] == ROWS - 2 and record["quarantined"] == 2
+    assert record["photos"] == len(zipfile.ZipFile(io.BytesIO(photos)).namelist()) > 0
+    folder = Path(record["path"])
+    assert folder.parent == incoming / "datasets" / "validation"
+    manifest = json.loads((folder / "MANIFEST.json").read_text())
+    assert manifest["sha256"] == record["sha256"] and manifest["rows"] == ROWS - 2
+    assert set(manifest["files"]) >= {X_TRAIN_FILE, Y_TRAIN_FILE}
+    quarantine = pd.read_csv(folder / "quarantine.csv")
+    assert sorted(quarantine["reason"].str.contains("blank|product-type").tolist()) == [True] * 2
+    assert not [p for p in (incoming / "datasets" / "validation").iterdir() if p != folder]
+
+    listed = admin.get("/datasets", params={"purpose": "validation"}).json()
+    assert [d["id"] for d in listed] == [record["id"]]
+    assert admin.get("/datasets", params={"purpose": "training"}).json() == []
+    engine = make_engine(store_url)
+    with engine.connect() as connection:
+        assert connection.execute(select(Dataset.api_key_id)).scalar_one() is not None
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("entry", "content", "reason"),
+    [
+        ("../../evil.jpg", b"x", "points outside the dataset"),
+        ("/etc/evil.jpg", b"x", "points outside the dataset"),
+        ("images/image_train/bomb.jpg", b"\0" * (20 * 1024 * 1024), "compressed over"),
+    ],
+)
+def test_a_dangerous_zip_is_refused_and_leaves_nothing(
+    admin: TestClient,
+    registry: Registry,
+    incoming: Path,
+    entry: str,
+    content: bytes,
+    reason: str,
+) -> None:
+    x, y = _labelled(registry)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(entry, content)
+
+    refused = _upload(admin, "training", _csv(x), _csv(y), buffer.getvalue())
+
+    assert refused.status_code == 422 and reason in refused.json()["detail"]
+    assert _left_in(incoming) == []
+    assert admin.get("/datasets").json() == []
+
+
+def test_a_structural_break_is_named_and_nothing_is_stored(
+    admin: TestClient, registry: Registry, incoming: Path
+) -> None:
+    x, y = _labelled(registry)
+    refused = _upload(admin, "training", _csv(x.drop(columns=["designation"])), _csv(y))
+    assert refused.status_code == 422 and "designation" in refused.json()["detail"]
+    bad_purpose = _upload(admin, "fun", _csv(x), _csv(y))
+    assert bad_purpose.status_code == 422
+    assert _left_in(incoming) == []
+
+
+def test_uploads_need_admin_and_fit_the_upload_limit(
+    registry: Registry, store_url: str, incoming: Path
+) -> None:
+    x, y = _labelled(registry)
+    settings = api_settings(registry, store_url, incoming_dir=incoming, api_max_upload_mib=0.001)
+    with TestClient(create_app(settings)) as client:
+        predict = {"X-API-Key": new_key(store_url, "predict")}
+        files = {"x_file": ("X.csv", _csv(x)), "y_file": ("Y.csv", _csv(y))}
+        refused = client.post(
+            "/datasets", data={"purpose": "training"}, files=files, headers=predict
+        )
+        assert refused.status_code in (403, 413)
+        admin = {"X-API-Key": new_key(store_url, "admin")}
+        too_big = client.post("/datasets", data={"purpose": "training"}, files=files, headers=admin)
+        assert too_big.status_code == 413 and "RAKUTEN_API_MAX_UPLOAD_MIB" in too_big.text
+        small = client.post("/datasets", data={"purpose": "x"}, headers=predict)
+        assert small.status_code == 403
+
+
+def test_the_gate_scores_an_uploaded_validation_dataset(
+    admin: TestClient, registry: Registry
+) -> None:
+    x, y = _labelled(registry)
+    dataset = _upload(admin, "validation", _csv(x), _csv(y), _photo_zip(registry, x)).json()
+    training = _upload(admin, "training", _csv(x), _csv(y)).json()
+    assert admin.post("/models/1/validate", json={"dataset_id": 999}).status_code == 404
+    wrong = admin.post("/models/1/validate", json={"dataset_id": training["id"]})
+    assert wrong.status_code == 422 and "uploaded for training" in wrong.json()["detail"]
+
+    started = admin.post("/models/1/validate", json={"dataset_id": dataset["id"]})
+    assert started.status_code == 202, started.text
+    deadline = time.monotonic() + 300
+    while (job := admin.get(f"/jobs/{started.json()['id']}").json())["status"] in (
+        "queued",
+        "running",
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    assert job["status"] == "succeeded", job
+    rows = job["result"]["rows"]
+    assert rows["supplied"] == ROWS - 2 and rows["pinned_test"] > 0, rows
