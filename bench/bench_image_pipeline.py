@@ -10,7 +10,9 @@ photo cache (src/models/photo_cache.py, written once beforehand, its time report
 16-core GPU host); by default at 1 and one per core. Each run also reports the process's
 CPU time over wall time (near the thread count where the threads decode in parallel; lower where
 other jobs hold the cores) and the growth of its resident memory while it ran (sampled every
-10 ms): batches stream, nothing piles up.
+10 ms): batches stream, nothing piles up. Last, the network's side: photos/s of training steps
+(`train_on_batch` on decoded batches, so decoding is left out) for params.yaml's demo image
+branch and for the full-size one of its `full data:` comments.
 Usage: uv run python bench/bench_image_pipeline.py [--photos 3000] [--sizes 64 128 224]
        [--threads 1 2 4 8 16] [--out DIR]
 """
@@ -33,9 +35,11 @@ from _measure import RESULTS, write_result
 from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
 from PIL import Image
 
+from src.config import ImageCnnParams, load_params
 from src.data.synth import synthesize
 from src.features.images import decode_image
 from src.models.image_batches import ImageBatches, prefetched
+from src.models.image_cnn import SMALL, build_model
 from src.models.photo_cache import PhotoCache, open_cache
 
 BATCH = 64
@@ -123,6 +127,30 @@ def _write_cache(folder: Path, paths: list[str], size: int, workers: int) -> int
     return int(caches[size].ok.sum())
 
 
+def _training_steps(params: ImageCnnParams, seconds: float) -> tuple[float, float]:
+    """Photos/s of training steps of the branch's network, and the process's CPU s / wall s."""
+    import keras
+
+    model, _ = build_model(params, SMALL, None)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    size, batch = params.image_size, params.batch_size
+    x = rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
+    y = rng.integers(0, 27, batch)
+    model.train_on_batch(x, y)  # the first step builds the graph: not timed
+    start, cpu, done = time.perf_counter(), psutil.Process().cpu_times(), 0
+    while time.perf_counter() - start < seconds:
+        model.train_on_batch(x, y)
+        done += batch
+    wall = time.perf_counter() - start
+    used = psutil.Process().cpu_times()
+    keras.backend.clear_session()
+    return done / wall, (used.user + used.system - cpu.user - cpu.system) / wall
+
+
+FULL_SIZE = {"image_size": 128, "conv_filters": (32, 64, 128, 256, 512), "batch_size": 64}
+
+
 def _photos(folder: Path, count: int) -> Iterator[str]:
     for path in sorted(folder.glob("*.jpg")):
         if decode_image(path, 8) is not None:  # the generator breaks a few on purpose
@@ -139,6 +167,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 224])
     parser.add_argument("--threads", type=int, nargs="+", help="default: 1 and one per core")
     parser.add_argument("--out", type=Path, help="folder of the JSON (default: bench/results)")
+    parser.add_argument("--train-seconds", type=float, default=20, help="Per network; 0: none.")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
     threads = sorted(set(args.threads or [1, cores]))
@@ -193,9 +222,24 @@ def main() -> None:
                 )  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    demo = load_params().image_cnn
+    networks = {"demo (params.yaml)": demo, "full size": demo.model_copy(update=FULL_SIZE)}
+    training = []
+    if args.train_seconds:
+        lines += ["", "| network | size | filters | batch | train photos/s | CPU s / wall s |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for label, params in networks.items():
+            rate, cpu = _training_steps(params, args.train_seconds)
+            filters = list(params.conv_filters)
+            lines.append(f"| {label} | {params.image_size} | {filters} | {params.batch_size} | "
+                         f"{rate:.0f} | {cpu:.2f} |")  # fmt: skip
+            training.append(
+                {"network": label, "image_size": params.image_size, "conv_filters": filters,
+                 "batch_size": params.batch_size, "photos_per_s": rate, "cpu_per_wall": cpu}
+            )  # fmt: skip
     print(f"{len(paths)} synthetic 500x500 JPEGs, batches of {BATCH}, {cores} CPUs")
     print("\n".join(lines))
-    payload = {"photos": len(paths), "cpus": cores, "runs": runs}
+    payload = {"photos": len(paths), "cpus": cores, "runs": runs, "training": training}
     print(f"written to {write_result('image_pipeline', payload, args.out or RESULTS)}")
 
 
