@@ -85,6 +85,9 @@ def stack(
         **airflow_environment(root / "airflow", rakuten),
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        # Only the run the test triggers: unpausing would also start the nightly's latest run,
+        # and max_active_runs=1 would queue the test's run behind it.
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
     }
     migrated = run_airflow(environment, "db", "migrate")
     assert migrated.returncode == 0, migrated.stderr[-3000:]
