@@ -22,6 +22,7 @@ from mlflow import MlflowClient
 
 from src.data.classes import CLASS_NAMES, PRDTYPECODES
 from src.errors import RakutenError
+from src.registry.tracking import experiment_address
 
 if TYPE_CHECKING:
     import numpy as np
@@ -194,8 +195,7 @@ def _lineage(facts: Mapping[str, Any]) -> list[str]:
         lines.append(f"- Airflow: DAG `{dag}`, run `{dag_run}`")
     lines.append(
         f"- MLflow: run `{facts['run_id']}`, logged model `{facts['model_id']}`; in the UI: "
-        f"`#/experiments/{facts['experiment_id']}/runs/{facts['run_id']}"
-        "?workflowType=machine_learning`"
+        f"`{experiment_address('', facts['experiment_id'], facts['run_id'])}`"
     )
     return lines
 

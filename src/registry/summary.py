@@ -28,6 +28,7 @@ from src.models.fusion import FUSION_FILE
 from src.models.packaged import MODEL_NAME, fused_model_dir
 from src.models.train import PACKAGED_DIR
 from src.registry.lifecycle import CHALLENGER, CHAMPION, GATE_FILE, alias_version
+from src.registry.tracking import EXPERIMENT, experiment_address
 
 logger = logging.getLogger(__name__)
 
@@ -115,8 +116,18 @@ def run_summary(
         "challenger": alias_version(client, CHALLENGER),
         "tracking_uri": str(client.tracking_uri),
         "predictions": _store(engine, predictions_dir),
-        "open": {name: {"command": c, "address": a} for name, (c, a) in OPEN_COMMANDS.items()},
+        "open": _open(client),
     }
+
+
+def _open(client: MlflowClient) -> dict[str, dict[str, str]]:
+    """The commands that open the UIs, with their addresses: MLflow's on the training runs."""
+    opened = {name: {"command": c, "address": a} for name, (c, a) in OPEN_COMMANDS.items()}
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    if experiment is not None:
+        mlflow_ui = opened["MLflow UI"]
+        mlflow_ui["address"] = experiment_address(mlflow_ui["address"], experiment.experiment_id)
+    return opened
 
 
 def _missing(what: str, step: str) -> str:

@@ -65,6 +65,10 @@ AIRFLOW_VARIABLES: Final = {
 # opposed to "GenAI apps & agents"; its experiment-type selector writes this tag.
 EXPERIMENT_KIND_TAG: Final = "mlflow.experimentKind"
 MACHINE_LEARNING: Final = "custom_model_development"
+# MLflow 3.17's UI does not open an experiment by that tag: it opens the view of `?workflowType=`
+# in the address, else the one the browser remembers (GenAI at first). The addresses this project
+# prints carry it, so that they open on the training runs.
+TRAINING_VIEW: Final = "?workflowType=machine_learning"
 MODEL_ARTIFACT: Final = "model"  # the LoggedModel's name in the pipeline run
 _FIT_PREFIX: Final = "fit."
 _TIMES: Final = ("started_at", "finished_at")  # a summary's wall-clock bounds: the run's times
@@ -125,6 +129,12 @@ def _sqlite_path(tracking_uri: str) -> Path | None:
     """The database file of a `sqlite:///` URI, else None."""
     prefix = "sqlite:///"
     return Path(tracking_uri.removeprefix(prefix)) if tracking_uri.startswith(prefix) else None
+
+
+def experiment_address(ui: str, experiment: str, run_id: str | None = None) -> str:
+    """The MLflow UI's address of an experiment (or of one of its runs), in the training view."""
+    run = f"/runs/{run_id}" if run_id else ""
+    return f"{ui.rstrip('/')}/#/experiments/{experiment}{run}{TRAINING_VIEW}"
 
 
 def experiment_id(client: MlflowClient, name: str = EXPERIMENT) -> str:

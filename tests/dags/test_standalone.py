@@ -23,6 +23,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
+from src.registry.tracking import experiment_address
 from tests.browser import screenshot
 from tests.dags.conftest import Standalone, batches
 
@@ -156,10 +157,10 @@ def test_the_mlflow_ui_shows_the_pipeline_run_with_its_branch_runs(
     name = f"pipeline {run['dag_run_id']}"
     experiment = standalone.client().get_experiment_by_name("rakuten-product-classifier")
     assert experiment is not None
-    chromium.get(f"{standalone.tracking_uri}/#/experiments/{experiment.experiment_id}")
-    # The experiment opens in the model-training view (its runs), not the GenAI one (traces).
-    # MLflow 3.17's UI takes the view from `?workflowType=` or the browser's localStorage
-    # `mlflow.workflowType` (GenAI when unset) before any experiment tag.
+    # The address the run summary and the model cards give: it opens the model-training view (the
+    # runs), not the GenAI one (traces). MLflow 3.17's UI takes the view from `?workflowType=` or
+    # the browser's localStorage `mlflow.workflowType` (GenAI when unset), not from the tag.
+    chromium.get(experiment_address(standalone.tracking_uri, experiment.experiment_id))
     runs = f"//*[normalize-space(text())='{name}']"
     genai = "//*[normalize-space(text())='Traces' or normalize-space(text())='Detect Issues']"
     _wait(chromium, 90).until(
