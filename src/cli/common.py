@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -83,20 +82,6 @@ def echo_record(record: Mapping[str, object], output: OutputFormat) -> None:
     width = max(map(len, record))
     for key, value in record.items():
         typer.echo(f"{key.ljust(width)}  {cell(value)}")
-
-
-def _batch_id(
-    batch: int | None, logical_date: datetime | None, version: str | None, model: str | None
-) -> int:
-    """A batch given by its id, or by its date and model version."""
-    from src.db.engine import make_engine
-    from src.db.queries import find_batch
-
-    if batch is not None:
-        return batch
-    if logical_date is None or version is None:
-        raise typer.BadParameter("give --batch, or --date and --version")
-    return find_batch(make_engine(), logical_date.date(), version, model)
 
 
 REPORTS = typer.Option(None, help="Reports folder (default: RAKUTEN_REPORTS_DIR).")
