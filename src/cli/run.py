@@ -14,13 +14,15 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import typer
-from sqlalchemy import Engine, create_engine, text
 
 from src.cli.common import registry
 from src.config import get_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 app = typer.Typer(
     help="A pipeline run in the terminal: follow its Airflow tasks, then sum up what it did.",
@@ -29,11 +31,13 @@ app = typer.Typer(
 
 FINISHED: Final = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
 RUN_FINISHED: Final = frozenset({"success", "failed"})
-_NEWEST_RUN: Final = text(
+# SQL on Airflow's metadata tables (SQLAlchemy is imported by the commands that run it, so that
+# `rakuten` starts without it).
+_NEWEST_RUN: Final = (
     "SELECT id, run_id, state, start_date, end_date FROM dag_run WHERE dag_id = :dag "
     "ORDER BY id DESC LIMIT 1"
 )
-_TASKS: Final = text(
+_TASKS: Final = (
     "SELECT task_id, map_index, state, start_date, end_date, try_number FROM task_instance "
     "WHERE dag_id = :dag AND run_id = :run"
 )
@@ -75,17 +79,19 @@ def follow_run(
 ) -> str | None:
     """Print each task of the first run of `dag_id` above `after_id` as it finishes, until the run
     ends or `alive` says its process has gone; return the run's last state (None: no run)."""
+    from sqlalchemy import text
+
     shown: set[tuple[str, int]] = set()
     run: Any = None
     while True:
         running = alive()  # read before the database, so a last poll sees what it left
         with engine.connect() as connection:
-            newest = connection.execute(_NEWEST_RUN, {"dag": dag_id}).first()
+            newest = connection.execute(text(_NEWEST_RUN), {"dag": dag_id}).first()
             if newest is not None and (after_id is None or newest.id > after_id):
                 if run is None:
                     echo(f"{dag_id}, run {newest.run_id}:")
                 run = newest
-                tasks = connection.execute(_TASKS, {"dag": dag_id, "run": run.run_id}).all()
+                tasks = connection.execute(text(_TASKS), {"dag": dag_id, "run": run.run_id}).all()
                 finished = [t for t in tasks if t.state in FINISHED]
                 for task in sorted(finished, key=lambda t: (str(t.end_date), t.task_id)):
                     if (task.task_id, task.map_index) not in shown:
@@ -101,8 +107,10 @@ def follow_run(
 
 def newest_run_id(engine: Engine, dag_id: str) -> int | None:
     """The database id of the newest run of `dag_id` (None when there is none)."""
+    from sqlalchemy import text
+
     with engine.connect() as connection:
-        newest = connection.execute(_NEWEST_RUN, {"dag": dag_id}).first()
+        newest = connection.execute(text(_NEWEST_RUN), {"dag": dag_id}).first()
     return None if newest is None else int(newest.id)
 
 
@@ -125,6 +133,8 @@ def follow(
     """
     if not ctx.args:
         raise typer.BadParameter("give the command to run after --")
+    from sqlalchemy import create_engine
+
     engine = create_engine(airflow_db)
     before = newest_run_id(engine, dag)
     log.parent.mkdir(parents=True, exist_ok=True)
