@@ -14,7 +14,14 @@ from src.registry.lifecycle import CHAMPION, champion_history
 from src.registry.tracking import tracking_client
 from src.serving.app import create_app
 from tests.serving.conftest import api_settings, new_key
-from tests.trained_registry import Registry
+from tests.trained_registry import TEXT_PARAMS, Registry, trained_registry
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    """A registry of its own (version 2 @challenger, never gated): this test gates and moves the
+    aliases, which the package's shared registry has seen other tests do already."""
+    return trained_registry(tmp_path_factory.mktemp("lifecycle-routes"), TEXT_PARAMS)
 
 
 @pytest.fixture
