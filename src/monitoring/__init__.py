@@ -1,0 +1,1 @@
+"""Monitoring: the metrics that each pipeline step pushes to the Prometheus Pushgateway."""
