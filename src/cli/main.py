@@ -8,7 +8,7 @@ import logging
 
 import typer
 
-from src.cli import data, db, model, params, predict, serve, training
+from src.cli import data, db, model, monitor, params, predict, serve, training
 from src.config import get_settings
 from src.errors import RakutenError
 
@@ -49,3 +49,4 @@ app.add_typer(serve.app)
 app.add_typer(model.app, name="model")
 app.add_typer(db.app, name="db")
 app.add_typer(params.app, name="params")
+app.add_typer(monitor.app, name="monitor")

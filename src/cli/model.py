@@ -48,7 +48,13 @@ def model_changes(
 
 @app.command("register")
 def model_register(
-    processed: Path = PROCESSED, raw: Path = RAW, models: Path = MODELS, reports: Path = REPORTS
+    processed: Path = PROCESSED,
+    raw: Path = RAW,
+    models: Path = MODELS,
+    reports: Path = REPORTS,
+    reason: str = typer.Option(
+        None, help="Why this training ran (tag retrain_reason of the run and the version)."
+    ),
 ) -> None:
     """Track the pipeline run in MLflow and register its model as a new version @challenger.
 
@@ -60,7 +66,7 @@ def model_register(
     from src.registry.lifecycle import register
 
     paths = training_paths(processed, raw, models, reports)
-    typer.echo(json.dumps(register(registry(), paths, load_params(), os.environ)))
+    typer.echo(json.dumps(register(registry(), paths, load_params(), os.environ, reason or None)))
 
 
 @app.command("validate")

@@ -17,10 +17,14 @@ from src.db.models import SCHEMA_REVISION, Base
 TABLES = {
     "api_requests",
     "dataset_versions",
+    "drift_reports",
+    "late_labels",
     "model_versions",
     "prediction_batches",
     "predictions",
     "products",
+    "realised_performance",
+    "retrain_requests",
 }
 
 

@@ -10,8 +10,7 @@ import pytest
 from scipy.spatial.distance import jensenshannon
 
 from src.config import DriftParams
-from src.data.classes import PRDTYPECODES, TRAIN_COUNTS
-from src.models.profile import input_features, reference_profile
+from src.models.profile import input_features
 from src.monitoring.drift import (
     DRIFT,
     NO_DRIFT,
@@ -22,11 +21,9 @@ from src.monitoring.drift import (
     psi,
     psi_bias,
 )
+from tests.monitoring.listings import REFERENCE, SHARES, listings, profile_of, skewed_shares
 
 PARAMS = DriftParams()
-# The real training class mix (DESIGN §5): 84,916 rows over 27 types.
-REFERENCE = np.array([TRAIN_COUNTS[code] for code in PRDTYPECODES])
-SHARES = REFERENCE / REFERENCE.sum()
 
 
 def test_psi_by_hand() -> None:
@@ -95,43 +92,8 @@ def test_two_types_swapped_for_half_the_rows_go_over() -> None:
     assert over >= 190, f"only {over}/200 swapped batches over the threshold"
 
 
-def _profile(rows: int = 5000, seed: int = 0) -> tuple[dict, pd.DataFrame]:
-    """A reference made from sampled listings, and the sampler's frame for batches."""
-    rng = np.random.default_rng(seed)
-    frame = _listings(rows, rng, SHARES, missing_description=0.35, missing_photo=0.02)
-    features = input_features(frame["designation"], frame["description"], frame["has_photo"])
-    profile = reference_profile(
-        features,
-        frame["prdtypecode"].to_numpy(),
-        frame["prdtypecode"].to_numpy(),
-        frame["probability"].to_numpy(),
-        PARAMS.length_bins,
-    )
-    return profile, frame
-
-
-def _listings(
-    rows: int,
-    rng: np.random.Generator,
-    shares: np.ndarray,
-    missing_description: float,
-    missing_photo: float,
-) -> pd.DataFrame:
-    codes = np.asarray(PRDTYPECODES)[rng.choice(len(shares), size=rows, p=shares)]
-    words = rng.integers(2, 15, size=rows)
-    description = [
-        None if rng.random() < missing_description else "<p>" + "mot " * int(n * 5) + "</p>"
-        for n in words
-    ]
-    return pd.DataFrame(
-        {
-            "prdtypecode": codes,
-            "probability": rng.uniform(0.6, 1.0, size=rows),
-            "designation": ["produit " * int(n) for n in words],
-            "description": pd.Series(description, dtype=object),
-            "has_photo": rng.random(rows) >= missing_photo,
-        }
-    )
+def _profile() -> dict:
+    return profile_of(listings(5000, seed=0))
 
 
 def _check(profile: dict, batch: pd.DataFrame):
@@ -140,8 +102,8 @@ def _check(profile: dict, batch: pd.DataFrame):
 
 
 def test_a_batch_like_the_reference_is_no_drift() -> None:
-    profile, _ = _profile()
-    batch = _listings(1000, np.random.default_rng(7), SHARES, 0.35, 0.02)
+    profile = _profile()
+    batch = listings(1000, seed=7)
     report = _check(profile, batch)
     assert report.verdict == NO_DRIFT, report.reasons
     assert not report.drifted
@@ -149,10 +111,8 @@ def test_a_batch_like_the_reference_is_no_drift() -> None:
 
 
 def test_a_shifted_batch_is_drift_with_its_reasons() -> None:
-    profile, _ = _profile()
-    skewed = np.zeros_like(SHARES)
-    skewed[:3] = 1 / 3
-    batch = _listings(1000, np.random.default_rng(7), skewed, 0.9, 0.8)
+    profile = _profile()
+    batch = listings(1000, 7, skewed_shares(3), missing_description=0.9, missing_photo=0.8)
     batch["probability"] = 0.4
     report = _check(profile, batch)
     assert report.verdict == DRIFT and report.drifted
@@ -163,10 +123,8 @@ def test_a_shifted_batch_is_drift_with_its_reasons() -> None:
 
 
 def test_too_few_rows_is_no_verdict_of_drift() -> None:
-    profile, _ = _profile()
-    skewed = np.zeros_like(SHARES)
-    skewed[0] = 1
-    batch = _listings(PARAMS.min_rows - 1, np.random.default_rng(3), skewed, 1.0, 1.0)
+    profile = _profile()
+    batch = listings(PARAMS.min_rows - 1, 3, skewed_shares(1), 1.0, 1.0)
     report = _check(profile, batch)
     assert report.verdict == TOO_FEW_ROWS
     assert not report.drifted
