@@ -35,7 +35,8 @@ TOO_FEW_ROWS: Final = "too_few_rows"
 
 def _shares(counts: np.ndarray, smoothing: float) -> np.ndarray:
     counts = np.asarray(counts, dtype=np.float64)
-    return (counts + smoothing) / (counts.sum() + smoothing * counts.size)
+    shares: np.ndarray = (counts + smoothing) / (counts.sum() + smoothing * counts.size)
+    return shares
 
 
 def psi(

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import numpy as np
 import pandas as pd
@@ -40,7 +40,9 @@ PUSH_TIMEOUT_SECONDS: Final = 2.0
 
 
 def push_gauges(
-    url: str | None, step: str, gauges: Mapping[str, tuple[str, Sequence[tuple[dict, float]]]]
+    url: str | None,
+    step: str,
+    gauges: Mapping[str, tuple[str, Sequence[tuple[dict[str, str], float]]]],
 ) -> bool:
     """Push-add gauges {name: (help, [(labels, value)])} to the group job="rakuten", step=STEP.
 
@@ -207,9 +209,10 @@ def performance(
     }
     labelled = store.labelled_predictions(engine, alias, since)
     days = []
-    for (day, name, version, run_id), group in labelled.groupby(
+    for keys, group in labelled.groupby(
         ["logical_date", "model", "version", "run_id"], dropna=False, sort=True
     ):
+        day, name, version, run_id = cast(tuple[date, str, str, str | None], keys)
         truth, predicted = group["label"].to_numpy(), group["prdtypecode"].to_numpy()
         scores = {
             "labelled": len(group),
@@ -217,12 +220,12 @@ def performance(
             "macro_f1": float(f1_score(truth, predicted, average="macro", zero_division=0)),
             "accuracy": float(accuracy_score(truth, predicted)),
         }
-        model = ModelRef(str(name), str(version), alias, None if pd.isna(run_id) else run_id)
+        model = ModelRef(name, version, alias, run_id if isinstance(run_id, str) else None)
         store.save_performance(engine, day, model, scores)
         days.append({"logical_date": day.isoformat(), "model": name, "version": version, **scores})
     summary: dict[str, Any] = {"alias": alias, "labels_arrived": arrived, "days": days}
     if days:
-        latest = days[-1]
+        latest: dict[str, Any] = days[-1]
         push_gauges(
             pushgateway_url,
             "performance",

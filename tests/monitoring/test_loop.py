@@ -35,17 +35,6 @@ LATER_SHIFTED_DAY = date(2026, 5, 3)
 PARAMS = Params()
 
 
-@pytest.fixture(scope="session")
-def pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real Pushgateway (Debian's prometheus-pushgateway) on a free port of 127.0.0.1."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("pushgateway") / "pushgateway.log"
-    command = ["prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{port}"]
-    with started(command, log, {"PATH": "/usr/bin:/bin"}) as process:
-        url = f"http://127.0.0.1:{port}"
-        yield wait_until_healthy(Server(process, url, log), "/-/ready")
-
-
 def pushed(url: str) -> str:
     with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
         return str(response.read().decode())
@@ -64,6 +53,7 @@ def register_with_profile(client: MlflowClient, profile: dict, workdir: Path) ->
     experiment = experiment_id(client)
     run_id = client.create_run(experiment).info.run_id
     model = client.create_logged_model(experiment, name="model", source_run_id=run_id)
+    workdir.mkdir()
     (workdir / PROFILE_FILE).write_text(json.dumps(profile))
     client.log_model_artifacts(model.model_id, str(workdir))
     client.create_registered_model(MODEL_NAME)
@@ -98,7 +88,7 @@ def loop(
 ) -> Iterator[dict]:
     """The champion, its batches of a same-distribution day and of two shifted days."""
     engine = make_engine(store_url)
-    model = register_with_profile(embedded, profile_of(listings(5000, seed=0)), tmp_path)
+    model = register_with_profile(embedded, profile_of(listings(5000, seed=0)), tmp_path / "model")
     images = tmp_path / "incoming" / "images"
     same = listings(600, seed=1, first_productid=10_000)
     shifted = listings(600, 2, skewed_shares(3), 0.9, 0.8, first_productid=20_000)

@@ -7,6 +7,8 @@ Create Date: 2026-11-30
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
@@ -29,7 +31,7 @@ def _timestamp(name: str) -> sa.Column[object]:
     return sa.Column(name, sa.DateTime(timezone=True), nullable=False)
 
 
-def _model_version(table: str) -> list[sa.SchemaItem]:
+def _model_version(table: str) -> list[Any]:
     return [
         sa.Column("model_version_id", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(
