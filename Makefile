@@ -86,6 +86,7 @@ bench: env airflow-env ## Run the benchmarks, about an hour (see docs/benchmarks
 	$(VENV)/bin/python bench/bench_predict_batch.py
 	$(VENV)/bin/python bench/bench_dag.py
 	$(VENV)/bin/python bench/bench_api.py
+	$(VENV)/bin/python bench/bench_drift.py
 
 # The backend is RAKUTEN_MLFLOW_TRACKING_URI (env or .env) when it is a SQLite URI, else the
 # embedded default; artifacts go beside the database, as the embedded default puts them.
