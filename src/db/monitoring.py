@@ -199,11 +199,11 @@ def realised_performance(engine: Engine, model: ModelRef) -> list[dict[str, Any]
     with transaction(engine) as connection:
         require_current(connection)
         rows = connection.execute(
-            select(RealisedPerformance)
+            select(RealisedPerformance.__table__)
             .join(ModelVersion, ModelVersion.id == RealisedPerformance.model_version_id)
             .where(ModelVersion.name == model.name, ModelVersion.version == model.version)
             .order_by(RealisedPerformance.logical_date.desc())
-        ).scalars()
+        ).all()
         return [
             {
                 "logical_date": row.logical_date.isoformat(),
@@ -240,8 +240,8 @@ def retrain_requests(engine: Engine) -> list[Request]:
     with transaction(engine) as connection:
         require_current(connection)
         rows = connection.execute(
-            select(RetrainRequest).order_by(RetrainRequest.requested_at.desc())
-        ).scalars()
+            select(RetrainRequest.__table__).order_by(RetrainRequest.requested_at.desc())
+        ).all()
         return [_request(row) for row in rows]
 
 
@@ -263,6 +263,6 @@ def record_retrain_request(
             ],
         )
         row = connection.execute(
-            select(RetrainRequest).where(RetrainRequest.logical_date == logical_date)
-        ).scalar_one()
+            select(RetrainRequest.__table__).where(RetrainRequest.logical_date == logical_date)
+        ).one()
         return _request(row)

@@ -40,10 +40,11 @@ def pushed(url: str) -> str:
         return str(response.read().decode())
 
 
-def sample(metrics: str, name: str, labels: str = "") -> float:
-    """The value of a pushed series (job="rakuten" plus `labels`, in the gateway's order)."""
+def sample(metrics: str, name: str, **labels: str) -> float:
+    """The value of a pushed series of job="rakuten" with these labels (others may be there)."""
+    wanted = [f'{key}="{value}"' for key, value in {"job": "rakuten", **labels}.items()]
     for line in metrics.splitlines():
-        if line.startswith(f"{name}{{") and labels in line and 'job="rakuten"' in line:
+        if line.startswith(f"{name}{{") and all(label in line for label in wanted):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"{name} {labels} not pushed")
 
@@ -132,7 +133,7 @@ def test_a_batch_like_the_reference_is_no_drift_and_a_shifted_one_is(
     same = _drift(loop, SAME_DAY, pushgateway)
     assert same["verdict"] == "no_drift", same["reasons"]
     assert same["rows"] == 600 and same["version"] == loop["model"].version
-    assert sample(pushed(pushgateway), "rakuten_drift_detected", 'step="drift"') == 0
+    assert sample(pushed(pushgateway), "rakuten_drift_detected", step="drift") == 0
 
     shifted = _drift(loop, SHIFTED_DAY, pushgateway)
     assert shifted["verdict"] == "drift"
@@ -140,10 +141,10 @@ def test_a_batch_like_the_reference_is_no_drift_and_a_shifted_one_is(
     report = json.loads((loop["reports"] / "drift" / "2026-05-02.json").read_text())
     assert report["verdict"] == "drift" and report["reasons"] == shifted["reasons"]
     metrics = pushed(pushgateway)
-    assert sample(metrics, "rakuten_drift_detected", 'step="drift"') == 1
+    assert sample(metrics, "rakuten_drift_detected", step="drift") == 1
     assert sample(metrics, "rakuten_drift_predicted_psi") == pytest.approx(shifted["predicted_psi"])
     assert sample(
-        metrics, "rakuten_drift_input_rate", 'feature="missing_photo",job="rakuten",source="batch"'
+        metrics, "rakuten_drift_input_rate", feature="missing_photo", source="batch"
     ) == pytest.approx(shifted["rates"]["missing_photo"]["batch"])
 
     _drift(loop, SHIFTED_DAY, None)  # a rerun of the day replaces its report
@@ -200,7 +201,7 @@ def test_late_labels_give_the_realised_scores_per_day(
     assert day["labelled"] == 200 and day["accuracy"] == pytest.approx(right / 200)
     assert 0 < day["weighted_f1"] < 1
     metrics = pushed(pushgateway)
-    assert sample(metrics, "rakuten_realised_weighted_f1", 'step="performance"') == pytest.approx(
+    assert sample(metrics, "rakuten_realised_weighted_f1", step="performance") == pytest.approx(
         day["weighted_f1"]
     )
     assert sample(metrics, "rakuten_realised_f1_floor") == PARAMS.gate.min_weighted_f1
