@@ -11,9 +11,9 @@ triggered run's conf records the reason on its MLflow run and registered version
 
 from __future__ import annotations
 
-import ast
 import json
 import shutil
+import sqlite3
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -123,10 +123,14 @@ def _training_runs(loop: Loop) -> list[dict]:
     return _json_rows(result.stdout)
 
 
-def _conf(run: dict) -> dict:
-    """A listed run's conf (a mapping, or its Python text in some Airflow outputs)."""
-    conf = run["conf"]
-    return conf if isinstance(conf, dict) else dict(ast.literal_eval(conf))
+def _conf(loop: Loop, run: dict) -> dict:
+    """A run's conf, from Airflow's metadata database (`dags list-runs` does not print it)."""
+    with sqlite3.connect(loop.root / "airflow" / "airflow.db") as connection:
+        [(conf,)] = connection.execute(
+            "SELECT conf FROM dag_run WHERE dag_id = ? AND run_id = ?",
+            (run["dag_id"], run["run_id"]),
+        ).fetchall()
+    return dict(json.loads(conf) if isinstance(conf, str | bytes) else conf)
 
 
 def _incoming(loop: Loop, shift: Shift, seed: int) -> pd.DataFrame:
@@ -179,7 +183,7 @@ def test_a_shifted_batch_is_drift_and_triggers_training_exactly_once(loop: Loop)
     assert report["verdict"] == "drift" and _drift_verdicts(loop.store_url)[SHIFTED_DAY] == "drift"
     [triggered] = [run for run in _training_runs(loop) if run["run_id"].startswith("retrain__")]
     assert triggered["run_id"] == TRIGGERED
-    conf = _conf(triggered)
+    conf = _conf(loop, triggered)
     assert conf["force"] is True and conf["reason"].startswith(f"drift on {SHIFTED_DAY}")
 
     states, _ = _dag_test(loop, "rakuten_batch_predict", SHIFTED_DAY.isoformat())  # a rerun
@@ -230,7 +234,7 @@ def test_late_labels_give_the_realised_f1_stored_and_pushed(loop: Loop) -> None:
 
 def test_the_triggered_training_run_records_its_reason(loop: Loop) -> None:
     [triggered] = [run for run in _training_runs(loop) if run["run_id"] == TRIGGERED]
-    conf = _conf(triggered)
+    conf = _conf(loop, triggered)
     states, _ = _dag_test(loop, "rakuten_training", "--conf", json.dumps(conf))
     assert states["changes"] == states["register"] == "success", states  # forced
     client = loop.client()
