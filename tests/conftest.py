@@ -22,7 +22,7 @@ from src.db.migrate import upgrade
 from src.registry.tracking import tracking_client
 from tests import browser
 from tests.db.postgres import SERVER_DSN, fresh_database
-from tests.servers import Server, started_mlflow_server, wait_until_healthy
+from tests.servers import Server, free_port, started, started_mlflow_server, wait_until_healthy
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
@@ -118,6 +118,19 @@ def mlflow_server_process(
 def mlflow_server(mlflow_server_process: Server) -> str:
     """The URL of the real `mlflow server`, once it answers /health."""
     return wait_until_healthy(mlflow_server_process)
+
+
+@pytest.fixture(scope="session")
+def pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Pushgateway (Debian's prometheus-pushgateway) on a free port of 127.0.0.1."""
+    binary = shutil.which("prometheus-pushgateway")
+    if binary is None:
+        pytest.skip("prometheus-pushgateway not installed (Debian's package; .ci/run installs it)")
+    port = free_port()
+    log = tmp_path_factory.mktemp("pushgateway") / "pushgateway.log"
+    command = [binary, f"--web.listen-address=127.0.0.1:{port}"]
+    with started(command, log, {"PATH": "/usr/bin:/bin"}) as process:
+        yield wait_until_healthy(Server(process, f"http://127.0.0.1:{port}", log), "/-/ready")
 
 
 @pytest.fixture(scope="session")

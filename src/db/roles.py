@@ -20,11 +20,24 @@ from sqlalchemy import Connection, text
 
 from src.config import Settings
 from src.db.engine import DatabaseError, make_engine, require_current, shown, transaction
-from src.db.models import ApiKey, Base, Prediction, PredictionBatch
+from src.db.models import (
+    ApiKey,
+    Base,
+    DriftReport,
+    Prediction,
+    PredictionBatch,
+    RealisedPerformance,
+)
 
 logger = logging.getLogger(__name__)
 
-REPLACED_TABLES: Final = (PredictionBatch.__tablename__, Prediction.__tablename__)
+# Tables whose rows a rerun replaces (a day's batch, drift report, realised scores).
+REPLACED_TABLES: Final = (
+    PredictionBatch.__tablename__,
+    Prediction.__tablename__,
+    DriftReport.__tablename__,
+    RealisedPerformance.__tablename__,
+)
 # What the schema owner (CREATEROLE, not a superuser) may set; superuser, replication and
 # bypass-RLS are PostgreSQL's defaults and only a superuser could grant or revoke them: checked.
 _ATTRIBUTES: Final = "LOGIN NOCREATEDB NOCREATEROLE"
