@@ -1,7 +1,7 @@
 """Drift reports, late labels, realised performance and retrain requests (the closed loop).
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002_operator_api
 Create Date: 2026-11-30
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0003"
-down_revision: str | None = "0001"
+down_revision: str | None = "0002_operator_api"
 branch_labels: str | None = None
 depends_on: str | None = None
 
