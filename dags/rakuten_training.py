@@ -150,11 +150,12 @@ def _settings(params: dict[str, Any]) -> list[str]:
             description="Train even if the data and the parameters are unchanged.",
         ),
         "reason": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             title="Reason",
             description="Why this run trains (set by rakuten_batch_predict on drift); recorded "
-            "as the tag retrain_reason of the MLflow run and the registered version.",
+            "as the tag retrain_reason of the MLflow run and the registered version. "
+            "Empty: none.",
         ),
     },
 )

@@ -95,7 +95,7 @@ def test_training_runs_nightly_in_paris_with_a_trigger_form(facts: dict[str, Any
         "epochs": None,
         "promotion": None,
         "force": False,
-        "reason": "",
+        "reason": None,
     }
     for name, schema in dag["params"].items():
         assert name == "force" or "null" in schema["type"], name
