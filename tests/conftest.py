@@ -1,5 +1,6 @@
 """Fixtures shared by the whole suite: the real data, the predictions store's databases, and MLflow
-backends (the embedded SQLite default and a real `mlflow server` on a free port of 127.0.0.1).
+backends (the embedded SQLite default and a real `mlflow server` on a free port of 127.0.0.1), and
+a real Pushgateway.
 
 PostgreSQL is the server on 127.0.0.1:5432 (trust auth, superuser `postgres`), there on the
 development machines and in CI; each test module gets its own database, dropped afterwards
@@ -8,6 +9,7 @@ development machines and in CI; each test module gets its own database, dropped 
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,11 +128,17 @@ def pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     binary = shutil.which("prometheus-pushgateway")
     if binary is None:
         pytest.skip("prometheus-pushgateway not installed (Debian's package; .ci/run installs it)")
+    root = tmp_path_factory.mktemp("pushgateway")
     port = free_port()
-    log = tmp_path_factory.mktemp("pushgateway") / "pushgateway.log"
-    command = [binary, f"--web.listen-address=127.0.0.1:{port}"]
-    with started(command, log, {"PATH": "/usr/bin:/bin"}) as process:
-        yield wait_until_healthy(Server(process, f"http://127.0.0.1:{port}", log), "/-/ready")
+    # Debian's build persists to /var/lib/prometheus by default: keep the tests' metrics apart.
+    command = [
+        binary,
+        f"--web.listen-address=127.0.0.1:{port}",
+        f"--persistence.file={root / 'pushgateway.metrics'}",
+    ]
+    with started(command, root / "pushgateway.log", dict(os.environ)) as process:
+        server = Server(process, f"http://127.0.0.1:{port}", root / "pushgateway.log")
+        yield wait_until_healthy(server, "/-/ready")
 
 
 @pytest.fixture(scope="session")
