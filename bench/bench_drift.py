@@ -105,7 +105,6 @@ def worker(root: Path, urls: dict[str, str], repeat: int, out: Path) -> None:
             params=params,
             reports_dir=root / "reports",
             image_dirs=dirs,
-            pushgateway_url=None,
         )
         step.append(time.perf_counter() - start)
         batch = day_batch(engine, DAY, "champion")

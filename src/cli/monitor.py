@@ -10,6 +10,7 @@ import typer
 
 from src.cli.common import RAW, REPORTS, SKIPPED_EXIT_CODE, registry
 from src.config import get_settings, load_params
+from src.monitoring.push import monitored
 
 app = typer.Typer(
     help="The closed loop: drift checks, realised performance from late labels, retraining.",
@@ -38,18 +39,19 @@ def monitor_drift(
     from src.monitoring.loop import drift
 
     settings = get_settings()
-    summary = drift(
-        logical_date.date(),
-        alias,
-        engine=make_engine(),
-        client=registry(),
-        params=load_params(),
-        reports_dir=reports or settings.reports_dir,
-        image_dirs=batch_image_dirs(
-            raw or settings.data_root / "raw", incoming or settings.incoming
-        ),
-        pushgateway_url=settings.pushgateway_url,
-    )
+    with monitored("drift", alias=alias) as run:
+        summary = drift(
+            logical_date.date(),
+            alias,
+            engine=make_engine(),
+            client=registry(),
+            params=load_params(),
+            reports_dir=reports or settings.reports_dir,
+            image_dirs=batch_image_dirs(
+                raw or settings.data_root / "raw", incoming or settings.incoming
+            ),
+        )
+        run.summary(summary)
     typer.echo(json.dumps(summary))
 
 
@@ -73,14 +75,15 @@ def monitor_performance(
     from src.monitoring.loop import LABELS_DIR, performance
 
     settings = get_settings()
-    summary = performance(
-        alias,
-        None if since is None else since.date(),
-        engine=make_engine(),
-        labels_dir=labels or settings.incoming / LABELS_DIR,
-        params=load_params(),
-        pushgateway_url=settings.pushgateway_url,
-    )
+    with monitored("performance", alias=alias) as run:
+        summary = performance(
+            alias,
+            None if since is None else since.date(),
+            engine=make_engine(),
+            labels_dir=labels or settings.incoming / LABELS_DIR,
+            params=load_params(),
+        )
+        run.summary(summary)
     typer.echo(json.dumps(summary))
 
 
@@ -94,15 +97,16 @@ def monitor_retrain(logical_date: datetime = DAY, alias: str = ALIAS) -> None:
     from src.db.engine import make_engine
     from src.monitoring.loop import retrain_decision
 
-    settings = get_settings()
-    decision = retrain_decision(
-        logical_date.date(),
-        alias,
-        engine=make_engine(),
-        params=load_params(),
-        now=datetime.now(UTC),
-        pushgateway_url=settings.pushgateway_url,
-    )
-    typer.echo(json.dumps(decision))
-    if not decision["retrain"]:
-        raise typer.Exit(SKIPPED_EXIT_CODE)
+    # One group for the loop's requests, whichever alias asked: the count is of them all.
+    with monitored("retrain") as run:
+        decision = retrain_decision(
+            logical_date.date(),
+            alias,
+            engine=make_engine(),
+            params=load_params(),
+            now=datetime.now(UTC),
+        )
+        run.summary(decision)
+        typer.echo(json.dumps(decision))
+        if not decision["retrain"]:
+            raise typer.Exit(SKIPPED_EXIT_CODE)

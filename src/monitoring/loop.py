@@ -2,22 +2,22 @@
 whether to ask for a retraining. Called by `rakuten monitor ...` (and so by the batch DAG).
 
 Drift is a finding, not an error: a drifted batch ends these steps normally, with the verdict in
-their summary, reports/drift/DAY.json, the store and the pushed metrics.
+their summary, reports/drift/DAY.json and the store. The CLI runs each step inside
+`src.monitoring.push.monitored`, which pushes its summary as metrics (src/monitoring/metrics.py).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, cast
 
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
-from prometheus_client import CollectorRegistry, Gauge, pushadd_to_gateway
 from sklearn.metrics import accuracy_score, f1_score
 from sqlalchemy import Engine
 
@@ -35,40 +35,6 @@ logger = logging.getLogger(__name__)
 DRIFT_DIR: Final = "drift"
 LABELS_DIR: Final = "labels"
 RETRAIN_RUN_PREFIX: Final = "retrain__"
-JOB: Final = "rakuten"
-PUSH_TIMEOUT_SECONDS: Final = 2.0
-
-
-def push_gauges(
-    url: str | None,
-    step: str,
-    gauges: Mapping[str, tuple[str, Sequence[tuple[dict[str, str], float]]]],
-) -> bool:
-    """Push-add gauges {name: (help, [(labels, value)])} to the group job="rakuten", step=STEP.
-
-    Never fails the step: without a URL nothing is pushed, a failing gateway costs a warning.
-    """
-    if not url:
-        logger.info("metrics off: RAKUTEN_PUSHGATEWAY_URL is not set")
-        return False
-    registry = CollectorRegistry()
-    for name, (documentation, samples) in gauges.items():
-        labelnames = sorted(samples[0][0]) if samples else []
-        gauge = Gauge(name, documentation, labelnames, registry=registry)
-        for labels, value in samples:
-            (gauge.labels(**labels) if labelnames else gauge).set(value)
-    try:
-        pushadd_to_gateway(
-            url,
-            job=JOB,
-            registry=registry,
-            grouping_key={"step": step},
-            timeout=PUSH_TIMEOUT_SECONDS,
-        )
-    except (OSError, ValueError) as error:
-        logger.warning("step %s: metrics not pushed to %s: %s", step, url, error)
-        return False
-    return True
 
 
 def photos_present(frame: pd.DataFrame, image_dirs: Sequence[Path]) -> np.ndarray:
@@ -88,53 +54,6 @@ def photos_present(frame: pd.DataFrame, image_dirs: Sequence[Path]) -> np.ndarra
     return present
 
 
-def _drift_gauges(report: dict[str, Any], thresholds: Params) -> dict[str, Any]:
-    """The drift report as gauges (only the latest day: dates never become labels)."""
-    params = thresholds.drift
-    gauges: dict[str, Any] = {
-        "rakuten_drift_batch_rows": ("Products in the checked batch", [({}, report["rows"])]),
-        "rakuten_drift_detected": (
-            "1 if the last checked batch drifted, else 0",
-            [({}, float(report["verdict"] == DRIFT))],
-        ),
-        "rakuten_drift_psi_threshold": ("drift.psi_threshold", [({}, params.psi_threshold)]),
-        "rakuten_drift_last_check_timestamp_seconds": (
-            "When the last drift check ended",
-            [({}, datetime.now(UTC).timestamp())],
-        ),
-    }
-    if report["predicted_psi"] is not None:
-        gauges["rakuten_drift_predicted_psi"] = (
-            "Bias-corrected PSI of the predicted types against the reference",
-            [({}, report["predicted_psi"])],
-        )
-        gauges["rakuten_drift_predicted_js_distance"] = (
-            "Jensen-Shannon distance of the predicted types against the reference",
-            [({}, report["predicted_js"])],
-        )
-        lengths = [({"feature": k}, v) for k, v in report["length_psi"].items() if v is not None]
-        if lengths:
-            gauges["rakuten_drift_length_psi"] = ("Bias-corrected PSI of text lengths", lengths)
-        gauges["rakuten_drift_input_rate"] = (
-            "Rate of missing descriptions, missing photos and HTML, batch and reference",
-            [
-                ({"feature": name, "source": source}, values[source])
-                for name, values in report["rates"].items()
-                for source in ("batch", "reference")
-            ],
-        )
-        confidence = report["confidence"]
-        gauges["rakuten_drift_mean_confidence"] = (
-            "Mean top probability, batch and reference (val)",
-            [
-                ({"source": source}, confidence[source])
-                for source in ("batch", "reference")
-                if confidence[source] is not None
-            ],
-        )
-    return gauges
-
-
 def drift(
     logical_date: date,
     alias: str,
@@ -144,9 +63,8 @@ def drift(
     params: Params,
     reports_dir: Path,
     image_dirs: Sequence[Path],
-    pushgateway_url: str | None,
 ) -> dict[str, Any]:
-    """Check the day's batch by `alias` against its model's reference; report, store, push."""
+    """Check the day's batch by `alias` against its model's reference; report and store it."""
     batch = store.day_batch(engine, logical_date, alias)
     profile = reference_profile(client, batch.model.name, batch.model.version)
     frame = batch.frame
@@ -161,11 +79,11 @@ def drift(
         "version": batch.model.version,
         "alias": alias,
         **report.as_dict(),
+        "thresholds": params.drift.model_dump(),
     }
     path = reports_dir / DRIFT_DIR / f"{logical_date.isoformat()}.json"
     write_json(path, summary)
     store.save_drift_report(engine, logical_date, batch.model, batch.batch_id, summary)
-    push_gauges(pushgateway_url, "drift", _drift_gauges(summary, params))
     if report.drifted:
         logger.warning("batch of %s drifted: %s", logical_date, "; ".join(report.reasons))
     else:
@@ -200,7 +118,6 @@ def performance(
     engine: Engine,
     labels_dir: Path,
     params: Params,
-    pushgateway_url: str | None,
 ) -> dict[str, Any]:
     """Store newly arrived labels; score `alias`'s batches per day on their labelled products."""
     arrived = {
@@ -223,35 +140,13 @@ def performance(
         model = ModelRef(name, version, alias, run_id if isinstance(run_id, str) else None)
         store.save_performance(engine, day, model, scores)
         days.append({"logical_date": day.isoformat(), "model": name, "version": version, **scores})
-    summary: dict[str, Any] = {"alias": alias, "labels_arrived": arrived, "days": days}
-    if days:
-        latest: dict[str, Any] = days[-1]
-        push_gauges(
-            pushgateway_url,
-            "performance",
-            {
-                "rakuten_realised_weighted_f1": (
-                    "Weighted F1 on the late labels of the newest labelled batch day",
-                    [({}, latest["weighted_f1"])],
-                ),
-                "rakuten_realised_macro_f1": (
-                    "Macro F1, same products",
-                    [({}, latest["macro_f1"])],
-                ),
-                "rakuten_realised_accuracy": (
-                    "Accuracy, same products",
-                    [({}, latest["accuracy"])],
-                ),
-                "rakuten_realised_labelled_products": (
-                    "Labelled products behind the realised scores",
-                    [({}, latest["labelled"])],
-                ),
-                "rakuten_realised_f1_floor": (
-                    "gate.min_weighted_f1, the floor of the realised weighted F1",
-                    [({}, params.gate.min_weighted_f1)],
-                ),
-            },
-        )
+    summary: dict[str, Any] = {
+        "alias": alias,
+        "labels_arrived": arrived,
+        "days": days,
+        # The floor realised weighted F1 is held to, beside the scores (the alert compares them).
+        "weighted_f1_floor": params.gate.min_weighted_f1,
+    }
     logger.info("realised performance on %d batch day(s)", len(days))
     return summary
 
@@ -288,7 +183,6 @@ def retrain_decision(
     engine: Engine,
     params: Params,
     now: datetime,
-    pushgateway_url: str | None,
 ) -> dict[str, Any]:
     """Whether the loop asks `rakuten_training` for a run for this day, and the run's id.
 
@@ -318,15 +212,6 @@ def retrain_decision(
         else:
             request = store.record_retrain_request(engine, logical_date, "; ".join(reasons), run_id)
             decision = {"retrain": True, "reused": False, **asdict(request)}
-    push_gauges(
-        pushgateway_url,
-        "retrain",
-        {
-            "rakuten_retrain_requests": (
-                "Retrainings the closed loop asked for, in all",
-                [({}, float(len(store.retrain_requests(engine))))],
-            )
-        },
-    )
     logger.info("retrain decision for %s: %s", logical_date, decision)
-    return {"logical_date": logical_date.isoformat(), **decision}
+    requested = len(store.retrain_requests(engine))
+    return {"logical_date": logical_date.isoformat(), **decision, "requests": requested}

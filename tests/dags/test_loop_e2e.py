@@ -227,7 +227,8 @@ def test_late_labels_give_the_realised_f1_stored_and_pushed(loop: Loop) -> None:
     line = next(
         line
         for line in metrics.splitlines()
-        if line.startswith("rakuten_realised_weighted_f1{") and 'step="performance"' in line
+        if line.startswith("rakuten_realised_f1_ratio{")
+        and all(label in line for label in ('step="performance"', 'average="weighted"'))
     )
     assert float(line.rsplit(" ", 1)[1]) == pytest.approx(weighted_f1)
 

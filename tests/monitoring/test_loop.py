@@ -4,10 +4,8 @@ a real Pushgateway: drift of a day's batch, realised performance from late label
 from __future__ import annotations
 
 import json
-import time
-import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -25,9 +23,10 @@ from src.db.store import ModelRef, store_batch
 from src.models.packaged import MODEL_NAME
 from src.models.profile import PROFILE_FILE
 from src.monitoring.loop import drift, performance, retrain_decision, retrain_run_id
+from src.monitoring.push import monitored
 from src.registry.tracking import experiment_id
+from tests.monitoring.conftest import Prometheus
 from tests.monitoring.listings import listings, profile_of, skewed_shares
-from tests.servers import Server, free_port, started, wait_until_healthy
 
 SAME_DAY = date(2026, 5, 1)
 SHIFTED_DAY = date(2026, 5, 2)
@@ -47,6 +46,23 @@ def sample(metrics: str, name: str, **labels: str) -> float:
         if line.startswith(f"{name}{{") and all(label in line for label in wanted):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"{name} {labels} not pushed")
+
+
+@pytest.fixture
+def pushing(pushgateway: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """RAKUTEN_PUSHGATEWAY_URL set to the real Pushgateway, as for a step under Airflow."""
+    monkeypatch.setenv("RAKUTEN_PUSHGATEWAY_URL", pushgateway)
+    get_settings.cache_clear()
+    yield pushgateway
+    get_settings.cache_clear()
+
+
+def as_step(step: str, work: Callable[[], dict], **grouping: str) -> dict:
+    """Run a loop step as `rakuten monitor` does: inside `monitored`, its summary pushed."""
+    with monitored(step, **grouping) as run:
+        summary = work()
+        run.summary(summary)
+    return summary
 
 
 def register_with_profile(client: MlflowClient, profile: dict, workdir: Path) -> ModelRef:
@@ -84,9 +100,7 @@ def write_photos(frame: pd.DataFrame, images: Path) -> None:
 
 
 @pytest.fixture
-def loop(
-    store_url: str, embedded: MlflowClient, tmp_path: Path, pushgateway: str
-) -> Iterator[dict]:
+def loop(store_url: str, embedded: MlflowClient, tmp_path: Path) -> Iterator[dict]:
     """The champion, its batches of a same-distribution day and of two shifted days."""
     engine = make_engine(store_url)
     model = register_with_profile(embedded, profile_of(listings(5000, seed=0)), tmp_path / "model")
@@ -114,40 +128,45 @@ def loop(
             connection.exec_driver_sql(f"DELETE FROM {table}")
 
 
-def _drift(loop: dict, day: date, url: str | None) -> dict:
-    return drift(
-        day,
-        "champion",
-        engine=loop["engine"],
-        client=loop["client"],
-        params=PARAMS,
-        reports_dir=loop["reports"],
-        image_dirs=loop["images"],
-        pushgateway_url=url,
+def _drift(loop: dict, day: date) -> dict:
+    return as_step(
+        "drift",
+        lambda: drift(
+            day,
+            "champion",
+            engine=loop["engine"],
+            client=loop["client"],
+            params=PARAMS,
+            reports_dir=loop["reports"],
+            image_dirs=loop["images"],
+        ),
+        alias="champion",
     )
 
 
 def test_a_batch_like_the_reference_is_no_drift_and_a_shifted_one_is(
-    loop: dict, pushgateway: str
+    loop: dict, pushing: str
 ) -> None:
-    same = _drift(loop, SAME_DAY, pushgateway)
+    same = _drift(loop, SAME_DAY)
     assert same["verdict"] == "no_drift", same["reasons"]
     assert same["rows"] == 600 and same["version"] == loop["model"].version
-    assert sample(pushed(pushgateway), "rakuten_drift_detected", step="drift") == 0
+    assert sample(pushed(pushing), "rakuten_drift_detected", step="drift") == 0
+    assert sample(pushed(pushing), "rakuten_step_input_rows", step="drift") == 600
 
-    shifted = _drift(loop, SHIFTED_DAY, pushgateway)
+    shifted = _drift(loop, SHIFTED_DAY)
     assert shifted["verdict"] == "drift"
     assert shifted["rates"]["missing_photo"]["batch"] == pytest.approx(0.8, abs=0.06)
     report = json.loads((loop["reports"] / "drift" / "2026-05-02.json").read_text())
     assert report["verdict"] == "drift" and report["reasons"] == shifted["reasons"]
-    metrics = pushed(pushgateway)
-    assert sample(metrics, "rakuten_drift_detected", step="drift") == 1
+    metrics = pushed(pushing)
+    assert sample(metrics, "rakuten_drift_detected", step="drift", alias="champion") == 1
     assert sample(metrics, "rakuten_drift_predicted_psi") == pytest.approx(shifted["predicted_psi"])
     assert sample(
-        metrics, "rakuten_drift_input_rate", feature="missing_photo", source="batch"
+        metrics, "rakuten_drift_input_ratio", feature="missing_photo", source="batch"
     ) == pytest.approx(shifted["rates"]["missing_photo"]["batch"])
+    assert sample(metrics, "rakuten_drift_psi_threshold") == PARAMS.drift.psi_threshold
 
-    _drift(loop, SHIFTED_DAY, None)  # a rerun of the day replaces its report
+    _drift(loop, SHIFTED_DAY)  # a rerun of the day replaces its report
     with loop["engine"].connect() as connection:
         verdicts = connection.execute(
             select(DriftReport.logical_date, DriftReport.verdict).order_by(DriftReport.logical_date)
@@ -157,11 +176,11 @@ def test_a_batch_like_the_reference_is_no_drift_and_a_shifted_one_is(
 
 def test_a_shifted_day_asks_for_one_retraining_within_the_cooldown(loop: dict) -> None:
     now = datetime.now(UTC)
-    decide = {"engine": loop["engine"], "params": PARAMS, "now": now, "pushgateway_url": None}
-    _drift(loop, SAME_DAY, None)
+    decide = {"engine": loop["engine"], "params": PARAMS, "now": now}
+    _drift(loop, SAME_DAY)
     assert retrain_decision(SAME_DAY, "champion", **decide)["retrain"] is False
 
-    _drift(loop, SHIFTED_DAY, None)
+    _drift(loop, SHIFTED_DAY)
     first = retrain_decision(SHIFTED_DAY, "champion", **decide)
     assert first["retrain"] is True and first["reused"] is False
     assert first["dag_run_id"] == retrain_run_id(SHIFTED_DAY) == "retrain__2026-05-02"
@@ -169,7 +188,7 @@ def test_a_shifted_day_asks_for_one_retraining_within_the_cooldown(loop: dict) -
     again = retrain_decision(SHIFTED_DAY, "champion", **decide)  # a retry or rerun of the day
     assert again == {**first, "reused": True}
 
-    _drift(loop, LATER_SHIFTED_DAY, None)
+    _drift(loop, LATER_SHIFTED_DAY)
     later = retrain_decision(LATER_SHIFTED_DAY, "champion", **decide)
     assert later["retrain"] is False and later["why"].startswith("cooldown")
     after_cooldown = {**decide, "now": now + timedelta(hours=PARAMS.drift.cooldown_hours + 1)}
@@ -177,7 +196,7 @@ def test_a_shifted_day_asks_for_one_retraining_within_the_cooldown(loop: dict) -
 
 
 def test_late_labels_give_the_realised_scores_per_day(
-    loop: dict, tmp_path: Path, pushgateway: str
+    loop: dict, tmp_path: Path, pushing: str
 ) -> None:
     labels = tmp_path / "labels"
     labels.mkdir()
@@ -187,32 +206,26 @@ def test_late_labels_give_the_realised_scores_per_day(
     pd.DataFrame({"prdtypecode": truth, "productid": same["productid"].iloc[:200]}).to_csv(
         labels / "Y_late_2026-05-04.csv"
     )
-    summary = performance(
-        "champion",
-        None,
-        engine=loop["engine"],
-        labels_dir=labels,
-        params=PARAMS,
-        pushgateway_url=pushgateway,
+    summary = as_step(
+        "performance",
+        lambda: performance(
+            "champion", None, engine=loop["engine"], labels_dir=labels, params=PARAMS
+        ),
+        alias="champion",
     )
     assert summary["labels_arrived"] == {"Y_late_2026-05-04.csv": 200}
     [day] = summary["days"]
     right = int((truth == same["prdtypecode"].iloc[:200]).sum())
     assert day["labelled"] == 200 and day["accuracy"] == pytest.approx(right / 200)
     assert 0 < day["weighted_f1"] < 1
-    metrics = pushed(pushgateway)
-    assert sample(metrics, "rakuten_realised_weighted_f1", step="performance") == pytest.approx(
-        day["weighted_f1"]
-    )
-    assert sample(metrics, "rakuten_realised_f1_floor") == PARAMS.gate.min_weighted_f1
-    again = performance(
-        "champion",
-        None,
-        engine=loop["engine"],
-        labels_dir=labels,
-        params=PARAMS,
-        pushgateway_url=None,
-    )
+    metrics = pushed(pushing)
+    assert sample(
+        metrics, "rakuten_realised_f1_ratio", step="performance", average="weighted"
+    ) == pytest.approx(day["weighted_f1"])
+    assert sample(metrics, "rakuten_realised_accuracy_ratio") == pytest.approx(day["accuracy"])
+    floor = sample(metrics, "rakuten_realised_weighted_f1_floor_ratio", step="performance")
+    assert floor == PARAMS.gate.min_weighted_f1
+    again = performance("champion", None, engine=loop["engine"], labels_dir=labels, params=PARAMS)
     assert again["labels_arrived"] == {"Y_late_2026-05-04.csv": 0}  # read again, stored once
     with loop["engine"].connect() as connection:
         assert connection.execute(select(func.count()).select_from(LateLabel)).scalar() == 200
@@ -227,17 +240,10 @@ def test_realised_f1_under_the_floor_asks_for_a_retraining(loop: dict, tmp_path:
     wrong = same["prdtypecode"].map(lambda code: 10 if code != 10 else 40)  # every answer wrong
     pd.DataFrame({"prdtypecode": wrong, "productid": same["productid"]}).to_csv(labels / "y.csv")
     engine = loop["engine"]
-    performance(
-        "champion", None, engine=engine, labels_dir=labels, params=PARAMS, pushgateway_url=None
-    )
-    _drift(loop, SAME_DAY, None)
+    performance("champion", None, engine=engine, labels_dir=labels, params=PARAMS)
+    _drift(loop, SAME_DAY)
     decision = retrain_decision(
-        SAME_DAY,
-        "champion",
-        engine=engine,
-        params=PARAMS,
-        now=datetime.now(UTC),
-        pushgateway_url=None,
+        SAME_DAY, "champion", engine=engine, params=PARAMS, now=datetime.now(UTC)
     )
     assert decision["retrain"] is True
     assert "realised weighted F1 0.000 on 600 labelled products" in decision["reason"]
@@ -248,7 +254,7 @@ def test_cli_monitor_retrain_exits_99_when_nothing_asks_for_it(
 ) -> None:
     monkeypatch.setenv("RAKUTEN_DATABASE_URL", store_url)
     monkeypatch.delenv("RAKUTEN_PUSHGATEWAY_URL", raising=False)
-    _drift(loop, SAME_DAY, None)
+    _drift(loop, SAME_DAY)
     get_settings.cache_clear()
     try:
         result = CliRunner().invoke(app, ["monitor", "retrain", "--date", "2026-05-01"])
@@ -260,22 +266,14 @@ def test_cli_monitor_retrain_exits_99_when_nothing_asks_for_it(
 
 def test_a_batch_day_without_a_batch_is_a_clear_error(loop: dict) -> None:
     with pytest.raises(Exception, match="no complete batch of 2026-06-01 by the champion"):
-        _drift(loop, date(2026, 6, 1), None)
+        _drift(loop, date(2026, 6, 1))
 
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "monitoring/grafana/dashboards/rakuten-drift.json"
 
 
-def _query(prometheus: str, expr: str) -> list[dict]:
-    url = f"{prometheus}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        payload = json.loads(response.read())
-    assert payload["status"] == "success", payload
-    return list(payload["data"]["result"])
-
-
 def test_every_panel_of_the_drift_dashboard_has_data_in_a_real_prometheus(
-    loop: dict, tmp_path: Path, pushgateway: str
+    loop: dict, tmp_path: Path, pushing: str, prometheus: Prometheus
 ) -> None:
     labels = tmp_path / "labels"
     labels.mkdir()
@@ -284,51 +282,24 @@ def test_every_panel_of_the_drift_dashboard_has_data_in_a_real_prometheus(
         labels / "y.csv"
     )
     engine = loop["engine"]
-    _drift(loop, SHIFTED_DAY, pushgateway)
-    performance(
-        "champion",
-        None,
-        engine=engine,
-        labels_dir=labels,
-        params=PARAMS,
-        pushgateway_url=pushgateway,
+    _drift(loop, SHIFTED_DAY)
+    as_step(
+        "performance",
+        lambda: performance("champion", None, engine=engine, labels_dir=labels, params=PARAMS),
+        alias="champion",
     )
-    retrain_decision(
-        SHIFTED_DAY,
-        "champion",
-        engine=engine,
-        params=PARAMS,
-        now=datetime.now(UTC),
-        pushgateway_url=pushgateway,
+    as_step(
+        "retrain",
+        lambda: retrain_decision(
+            SHIFTED_DAY, "champion", engine=engine, params=PARAMS, now=datetime.now(UTC)
+        ),
     )
-    port = free_port()
-    config = tmp_path / "prometheus.yml"
-    target = pushgateway.removeprefix("http://")
-    config.write_text(
-        "global: {scrape_interval: 1s}\n"
-        "scrape_configs:\n"
-        "  - job_name: pushgateway\n"
-        "    honor_labels: true\n"
-        f"    static_configs: [{{targets: ['{target}']}}]\n"
-    )
-    command = [
-        "prometheus",
-        f"--config.file={config}",
-        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-        f"--web.listen-address=127.0.0.1:{port}",
+    prometheus.wait_for('rakuten_retrain_requests{step="retrain"} > 0', timeout=60)
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    empty = [
+        (panel["title"], target["expr"])
+        for panel in panels
+        for target in panel.get("targets", [])
+        if not prometheus.query(target["expr"])
     ]
-    with started(command, tmp_path / "prometheus.log", {"PATH": "/usr/bin:/bin"}) as process:
-        url = wait_until_healthy(
-            Server(process, f"http://127.0.0.1:{port}", tmp_path / "prometheus.log"), "/-/ready"
-        )
-        deadline = time.monotonic() + 60
-        while not _query(url, "rakuten_retrain_requests") and time.monotonic() < deadline:
-            time.sleep(0.5)
-        panels = json.loads(DASHBOARD.read_text())["panels"]
-        empty = [
-            (panel["title"], target["expr"])
-            for panel in panels
-            for target in panel.get("targets", [])
-            if not _query(url, target["expr"])
-        ]
     assert not empty, f"panel queries without data: {empty}"
