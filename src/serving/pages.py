@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Final
 from urllib.parse import quote
@@ -268,18 +269,12 @@ def validate_form(
     dataset_id: Annotated[int | None, Form()] = None,  # the select's empty choice: none
 ) -> Response:
     """Start the gate on a version (a background job), then back to the models page."""
-    try:
-        who = signed_in(request, ADMIN)
-    except SignInNeededError:
-        return _to_sign_in(request)
-    check_csrf(request, sent_csrf)
-    try:
+
+    def move(who: Caller) -> str:
         job = start_validation(request, version, who, dataset_id)
-    except HTTPException as error:
-        _flash(request, "error", f"Not validated: {error.detail}")
-    else:
-        _flash(request, "info", f"Gate of version {version} started (job {job.id}); reload later.")
-    return RedirectResponse("/ui/models", status_code=303)
+        return f"Gate of version {version} started (job {job.id}); reload later."
+
+    return _admin_move(request, sent_csrf, "Not validated", move)
 
 
 @router.post("/models/{version}/promote", response_model=None)
@@ -287,19 +282,13 @@ def promote_form(
     request: Request, version: str, sent_csrf: Annotated[str, Form(alias=CSRF_FIELD)]
 ) -> Response:
     """Promote a version (refused with the reason unless its gate passed)."""
-    try:
-        who = signed_in(request, ADMIN)
-    except SignInNeededError:
-        return _to_sign_in(request)
-    check_csrf(request, sent_csrf)
-    try:
+
+    def move(who: Caller) -> str:
         result = promote_version(request.app.state.service.settings, version, who)
-    except HTTPException as error:
-        _flash(request, "error", f"Not promoted: {error.detail}")
-    else:
         text = "is now champion" if result["promoted"] else f"not promoted: {result['reason']}"
-        _flash(request, "info", f"Version {version} {text}.")
-    return RedirectResponse("/ui/models", status_code=303)
+        return f"Version {version} {text}."
+
+    return _admin_move(request, sent_csrf, "Not promoted", move)
 
 
 @router.post("/models/rollback", response_model=None)
@@ -309,17 +298,30 @@ def rollback_form(
     reason: Annotated[str, Form(min_length=1, max_length=500)] = "rollback from the models page",
 ) -> Response:
     """Move @champion back to the previous champion."""
+
+    def move(who: Caller) -> str:
+        result = rollback_champion(request.app.state.service.settings, who, reason)
+        return f"Champion back to version {result['version']}."
+
+    return _admin_move(request, sent_csrf, "Not rolled back", move)
+
+
+def _admin_move(
+    request: Request, sent_csrf: str, refused: str, move: Callable[[Caller], str]
+) -> Response:
+    """A models-page form: an admin signed in, its CSRF token, then `move(who)`; the message it
+    returns (or the refusal's reason) is flashed on the models page it goes back to."""
     try:
         who = signed_in(request, ADMIN)
     except SignInNeededError:
         return _to_sign_in(request)
     check_csrf(request, sent_csrf)
     try:
-        result = rollback_champion(request.app.state.service.settings, who, reason)
+        message = move(who)
     except HTTPException as error:
-        _flash(request, "error", f"Not rolled back: {error.detail}")
+        _flash(request, "error", f"{refused}: {error.detail}")
     else:
-        _flash(request, "info", f"Champion back to version {result['version']}.")
+        _flash(request, "info", message)
     return RedirectResponse("/ui/models", status_code=303)
 
 
