@@ -3,6 +3,8 @@ small synthetic catalogue (with photos), registered in an embedded MLflow regist
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ import yaml
 from src.config import SyntheticSource, load_params
 from src.data.ingest import ingest
 from src.data.make_dataset import make_dataset
+from src.models.packaged import MODEL_NAME
 from src.models.train import evaluate_models, fuse_branches, train_branches
 from src.registry.lifecycle import promote, register, validate
 from src.registry.tracking import TrainingPaths, tracking_client
@@ -57,3 +60,30 @@ def trained_registry(root: Path, params: dict[str, Any], versions: int = 2) -> R
     for _ in range(versions - 1):
         register(client, paths, loaded, {})
     return Registry(uri, paths, params_file)
+
+
+@contextmanager
+def kept_as_found(registry: Registry) -> Iterator[None]:
+    """Put the registry's aliases and version tags back as they were (the gate's decision
+    included): a test that gates, promotes and rolls back runs once per store backend on the
+    same registry, and the second run must find what the first one found."""
+    client = tracking_client(registry.uri)
+    before = {
+        v.version: client.get_model_version(MODEL_NAME, v.version)
+        for v in client.search_model_versions(f"name='{MODEL_NAME}'")
+    }
+    try:
+        yield
+    finally:
+        for number, found in before.items():
+            now = client.get_model_version(MODEL_NAME, number)
+            for key in now.tags.keys() - found.tags.keys():
+                client.delete_model_version_tag(MODEL_NAME, number, key)
+            for key, value in found.tags.items():
+                if now.tags.get(key) != value:
+                    client.set_model_version_tag(MODEL_NAME, number, key, value)
+        aliases = {alias: v.version for v in before.values() for alias in v.aliases}
+        for alias in client.get_registered_model(MODEL_NAME).aliases.keys() - aliases.keys():
+            client.delete_registered_model_alias(MODEL_NAME, alias)
+        for alias, number in aliases.items():
+            client.set_registered_model_alias(MODEL_NAME, alias, number)

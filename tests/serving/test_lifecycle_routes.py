@@ -14,7 +14,7 @@ from src.registry.lifecycle import CHAMPION, champion_history
 from src.registry.tracking import tracking_client
 from src.serving.app import create_app
 from tests.serving.conftest import api_settings, new_key
-from tests.trained_registry import TEXT_PARAMS, Registry, trained_registry
+from tests.trained_registry import TEXT_PARAMS, Registry, kept_as_found, trained_registry
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +26,11 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
 
 @pytest.fixture
 def admin(registry: Registry, store_url: str) -> Iterator[TestClient]:
-    """The API, called with an admin key."""
-    with TestClient(create_app(api_settings(registry, store_url))) as client:
+    """The API, called with an admin key; the registry is left as the test found it."""
+    with (
+        kept_as_found(registry),
+        TestClient(create_app(api_settings(registry, store_url))) as client,
+    ):
         client.headers["X-API-Key"] = new_key(store_url, "admin")
         yield client
 

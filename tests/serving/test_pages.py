@@ -27,7 +27,7 @@ from src.serving.pages import SESSION_COOKIE
 from tests.browser import screenshot
 from tests.servers import free_port, healthy
 from tests.serving.conftest import api_settings, new_key
-from tests.trained_registry import Registry
+from tests.trained_registry import Registry, kept_as_found
 
 pytestmark = pytest.mark.slow
 
@@ -110,9 +110,13 @@ def test_a_person_signs_in_and_classifies_a_listing_with_its_photo(
 
 
 def test_an_admin_gates_and_promotes_on_the_models_page(
-    chromium: webdriver.Chrome, site: str, store_url: str
+    chromium: webdriver.Chrome, site: str, store_url: str, registry: Registry
 ) -> None:
-    driver = chromium
+    with kept_as_found(registry):
+        _gate_promote_and_roll_back(chromium, site, store_url)
+
+
+def _gate_promote_and_roll_back(driver: webdriver.Chrome, site: str, store_url: str) -> None:
     _sign_in(driver, site, new_key(store_url, "admin", "Dominique"), "/ui/models")
     assert "@champion" in driver.find_element(By.ID, "version-1").text
     screenshot(driver, "models")
