@@ -76,14 +76,17 @@ def data_ingest(
 ) -> None:
     """Fetch the raw data into a versioned snapshot with MANIFEST.json; unchanged data is skipped.
 
-    Prints a JSON summary (folder, version id, whether anything changed) on stdout.
+    The training datasets uploaded over the API (RAKUTEN_INCOMING_DIR/datasets/training/) are
+    added to the source's train rows. Prints a JSON summary (folder, version id, whether anything
+    changed, the datasets added) on stdout.
     """
-    from src.data.ingest import ingest
+    from src.data.ingest import ingest, training_datasets
 
     settings = get_settings()
     data_source = at_revision(parse_data_source(source) if source else settings.source, revision)
+    uploads = training_datasets(settings.incoming)
     with monitored("ingest") as run:
-        summary = ingest(data_source, out or settings.data_root / "raw", load_params())
+        summary = ingest(data_source, out or settings.data_root / "raw", load_params(), uploads)
         run.summary(summary)
     typer.echo(json.dumps(summary))
 

@@ -12,6 +12,12 @@ snapshot or the new one, never a mix; a run killed between the two renames leave
 aside and the next run puts it back. Photos of a local source are copied, not hard-linked: a link
 shares the source's inode, so an edit of the source in place would silently change the snapshot
 under its manifest, and every byte has to be read for its digest anyway.
+
+Labelled datasets uploaded for training (`POST /datasets` with purpose `training`, stored under
+`RAKUTEN_INCOMING_DIR/datasets/training/`) are added to the snapshot's train files: their rows
+after the source's, renumbered after its last row id, their photos beside the source's (a photo
+the source already has keeps the source's bytes). The manifest's source lists them by their own
+manifest's sha256, so a new upload makes a new snapshot and an unchanged set is still a skip.
 """
 
 from __future__ import annotations
@@ -35,11 +41,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Final, NamedTuple, TypeVar
 
+import pandas as pd
 from tqdm import tqdm
 
 from src.config import DataSource, HubSource, LocalSource, Params, SyntheticSource
 from src.data import hub
-from src.data.layout import IMAGE_SETS, IMAGE_ZIPS, IMAGES_DIR, MANIFEST_FILE, TEXT_FILES
+from src.data.io import RawDataError, read_raw_csv
+from src.data.layout import (
+    IMAGE_SETS,
+    IMAGE_ZIPS,
+    IMAGES_DIR,
+    MANIFEST_FILE,
+    TEXT_FILES,
+    TRAIN_IMAGE_DIR,
+    TRAINING_DATASETS_DIR,
+    X_TRAIN_FILE,
+    Y_TRAIN_FILE,
+)
 from src.errors import DataSourceError, RakutenError
 
 logger = logging.getLogger(__name__)
@@ -55,6 +73,7 @@ _BAR_MIN_BYTES: Final = 64 << 20
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 Manifest = dict[str, Any]
+_TRAIN_SET: Final = IMAGE_SETS[0]
 
 
 class _Blob(NamedTuple):
@@ -81,21 +100,29 @@ class _StoppedError(Exception):
     """A worker gave up because another one failed."""
 
 
-def ingest(source: DataSource, out_dir: Path, params: Params) -> dict[str, Any]:
-    """Make `out_dir` a raw snapshot of `source`; an unchanged source writes nothing."""
+# What filling a snapshot folder yields: the CSVs' blobs by name, and the photos.
+_Content = tuple[dict[str, dict[str, Any]], list[_Photo]]
+
+
+def ingest(
+    source: DataSource, out_dir: Path, params: Params, datasets: Sequence[Path] = ()
+) -> dict[str, Any]:
+    """Make `out_dir` a raw snapshot of `source` plus the uploaded training `datasets` (folders
+    that `training_datasets` lists); an unchanged source and set of datasets writes nothing."""
     out_dir = out_dir.absolute()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    added = _Added(list(datasets))
     with _locked(out_dir):
         _recover(out_dir)
         _check_replaceable(out_dir)
         current = _current_manifest(out_dir)
         match source:
             case HubSource():
-                manifest, changed = _ingest_hub(source, out_dir, current)
+                manifest, changed = _ingest_hub(source, out_dir, current, added)
             case LocalSource():
-                manifest, changed = _ingest_local(source, out_dir, current)
+                manifest, changed = _ingest_local(source, out_dir, current, added)
             case SyntheticSource():
-                manifest, changed = _ingest_synthetic(params, out_dir, current)
+                manifest, changed = _ingest_synthetic(params, out_dir, current, added)
     if not changed:
         logger.info("raw snapshot %s is up to date (version %s)", out_dir, manifest["version"])
     return {
@@ -105,6 +132,93 @@ def ingest(source: DataSource, out_dir: Path, params: Params) -> dict[str, Any]:
         "source": {k: v for k, v in manifest["source"].items() if k != "files"},
         "images": {name: manifest["images"][name]["count"] for name in IMAGE_SETS},
     }
+
+
+def training_datasets(incoming: Path) -> list[Path]:
+    """The uploaded training datasets under `incoming`, oldest first (their folder names start
+    with the upload's time); an upload still being written (a hidden folder) is not one."""
+    root = incoming / TRAINING_DATASETS_DIR
+    if not root.is_dir():
+        return []
+    return sorted(
+        entry
+        for entry in root.iterdir()
+        if entry.is_dir() and not entry.name.startswith(".") and (entry / MANIFEST_FILE).is_file()
+    )
+
+
+class _Added:
+    """The uploaded datasets a snapshot adds to its source: how the manifest names them, and
+    how they are added to a filled snapshot folder."""
+
+    def __init__(self, folders: list[Path]) -> None:
+        self.folders = folders
+        self.listed = [_dataset_entry(folder) for folder in folders]
+
+    def provenance(self, source: Manifest) -> Manifest:
+        """The source's provenance, with the datasets when there are any (a snapshot without
+        uploads keeps the provenance it always had)."""
+        return {**source, "datasets": self.listed} if self.listed else source
+
+    def fill(self, fill: Callable[[Path], _Content]) -> Callable[[Path], _Content]:
+        """`fill`, then the datasets added to what it wrote."""
+        if not self.folders:
+            return fill
+
+        def filled(tmp: Path) -> _Content:
+            files, photos = fill(tmp)
+            for folder in self.folders:
+                photos += _add_dataset(
+                    folder, tmp, {p.name for p in photos if p.image_set == _TRAIN_SET}
+                )
+            for name in (X_TRAIN_FILE, Y_TRAIN_FILE):
+                files[name] = _hash_file(tmp / name)._asdict()
+            return files, photos
+
+        return filled
+
+
+def _dataset_entry(folder: Path) -> dict[str, Any]:
+    """How a snapshot's manifest names an uploaded dataset: its folder and manifest's sha256,
+    after checking that its CSVs are the bytes its manifest describes."""
+    try:
+        manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
+        for name in (X_TRAIN_FILE, Y_TRAIN_FILE):
+            if _hash_file(folder / name).sha256 != manifest["files"][name]["sha256"]:
+                raise DataSourceError(
+                    f"{folder / name} is not the file its {MANIFEST_FILE} describes; "
+                    "upload the dataset again or remove its folder"
+                )
+        return {"name": folder.name, "sha256": manifest["sha256"], "rows": manifest["rows"]}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise DataSourceError(f"{folder} is not a readable uploaded dataset ({error})") from error
+
+
+def _add_dataset(folder: Path, tmp: Path, present: set[str]) -> list[_Photo]:
+    """Append an uploaded dataset's rows to the snapshot's train CSVs, renumbered after its last
+    row id, and copy its photos that the snapshot lacks; the photos copied."""
+    try:
+        x, y = read_raw_csv(tmp / X_TRAIN_FILE), read_raw_csv(tmp / Y_TRAIN_FILE)
+        new_x, new_y = read_raw_csv(folder / X_TRAIN_FILE), read_raw_csv(folder / Y_TRAIN_FILE)
+        start = int(x.index.astype(int).max()) + 1 if len(x) else 0
+    except (RawDataError, ValueError) as error:
+        raise DataSourceError(f"cannot add the uploaded dataset {folder.name}: {error}") from error
+    renumbered = {old: str(start + i) for i, old in enumerate(new_x.index)}
+    new_x.index = new_x.index.map(renumbered)
+    new_y.index = new_y.index.map(renumbered)
+    pd.concat([x, new_x]).to_csv(tmp / X_TRAIN_FILE)
+    pd.concat([y, new_y]).to_csv(tmp / Y_TRAIN_FILE)
+    images = folder / TRAIN_IMAGE_DIR
+    photos = _list_photos({_TRAIN_SET: images}) if images.is_dir() else []
+    copied = _copy_photos([p for p in photos if p[1].name not in present], tmp / IMAGES_DIR)
+    logger.info(
+        "added the uploaded dataset %s: %d rows, %d photos (%d the source already had)",
+        folder.name,
+        len(new_x),
+        len(copied),
+        len(photos) - len(copied),
+    )
+    return copied
 
 
 def read_manifest(out_dir: Path) -> Manifest:
@@ -119,9 +233,13 @@ def read_manifest(out_dir: Path) -> Manifest:
     return manifest
 
 
-def _ingest_hub(source: HubSource, out: Path, current: Manifest | None) -> tuple[Manifest, bool]:
+def _ingest_hub(
+    source: HubSource, out: Path, current: Manifest | None, added: _Added
+) -> tuple[Manifest, bool]:
     """Download the repo's files at the resolved commit (hub cache) and build a snapshot."""
     pinned = _COMMIT.match(source.revision) is not None
+    if current is not None and current["source"].get("datasets", []) != added.listed:
+        current = None  # the uploads changed: a new snapshot, whatever the hub holds
     if current is not None and pinned and _is_hub_commit(current, source.repo_id, source.revision):
         return current, False  # a commit never changes: no need to ask the hub
     revision = hub.resolve(source)
@@ -157,11 +275,12 @@ def _ingest_hub(source: HubSource, out: Path, current: Manifest | None) -> tuple
         images_zip=paths[images_zip] if images_zip else None,
         image_dirs={},
     )
-    return _build(out, provenance, lambda tmp: _materialise(inputs, tmp)), True
+    fill = added.fill(lambda tmp: _materialise(inputs, tmp))
+    return _build(out, added.provenance(provenance), fill), True
 
 
 def _ingest_local(
-    source: LocalSource, out: Path, current: Manifest | None
+    source: LocalSource, out: Path, current: Manifest | None, added: _Added
 ) -> tuple[Manifest, bool]:
     """Copy a local directory in the hub's layout; skipped when its content hashes are unchanged."""
     inputs = _find_inputs(source.path)
@@ -171,22 +290,26 @@ def _ingest_local(
     photos = _summarise(_hash_photos(inputs.image_dirs))
     for image_set, folder in inputs.image_dirs.items():
         files[folder.relative_to(source.path).as_posix()] = photos[image_set]
-    provenance = {"kind": "local", "path": str(source.path.resolve()), "files": files}
+    provenance = added.provenance(
+        {"kind": "local", "path": str(source.path.resolve()), "files": files}
+    )
     if current is not None and current["source"] == provenance:
         return current, False
-    return _build(out, provenance, lambda tmp: _materialise(inputs, tmp)), True
+    return _build(out, provenance, added.fill(lambda tmp: _materialise(inputs, tmp))), True
 
 
-def _ingest_synthetic(params: Params, out: Path, current: Manifest | None) -> tuple[Manifest, bool]:
+def _ingest_synthetic(
+    params: Params, out: Path, current: Manifest | None, added: _Added
+) -> tuple[Manifest, bool]:
     """Generate data with the params' `synthetic` block; skipped when the block is unchanged."""
     from src.data.synth import synthesize
 
     settings = params.synthetic
-    provenance = {"kind": "synthetic", "params": settings.model_dump()}
+    provenance = added.provenance({"kind": "synthetic", "params": settings.model_dump()})
     if current is not None and current["source"] == provenance:
         return current, False
 
-    def generate(tmp: Path) -> Manifest:
+    def generate(tmp: Path) -> _Content:
         generated = tmp / "synthetic"
         synthesize(
             generated,
@@ -202,12 +325,9 @@ def _ingest_synthetic(params: Params, out: Path, current: Manifest | None) -> tu
         for image_set in IMAGE_SETS:
             (tmp / IMAGES_DIR / image_set).mkdir(parents=True, exist_ok=True)
         photos = _hash_photos({s: tmp / IMAGES_DIR / s for s in IMAGE_SETS})
-        return {
-            "files": {name: _hash_file(tmp / name)._asdict() for name in TEXT_FILES},
-            "images": _summarise(photos),
-        }
+        return {name: _hash_file(tmp / name)._asdict() for name in TEXT_FILES}, photos
 
-    return _build(out, provenance, generate), True
+    return _build(out, provenance, added.fill(generate)), True
 
 
 def _find_inputs(root: Path) -> _Inputs:
@@ -229,18 +349,18 @@ def _find_inputs(root: Path) -> _Inputs:
     return _Inputs(text, None, dirs)
 
 
-def _materialise(inputs: _Inputs, tmp: Path) -> Manifest:
-    """Copy the CSVs and unpack or copy the photos into `tmp`; the content part of a manifest."""
+def _materialise(inputs: _Inputs, tmp: Path) -> _Content:
+    """Copy the CSVs and unpack or copy the photos into `tmp`."""
     files = {name: _copy_file(path, tmp / name)._asdict() for name, path in inputs.text.items()}
     for image_set in IMAGE_SETS:
         (tmp / IMAGES_DIR / image_set).mkdir(parents=True)
     if inputs.images_zip is not None:
         photos = _unpack_zip(inputs.images_zip, tmp / IMAGES_DIR)
     else:
-        photos = _copy_photos(inputs.image_dirs, tmp / IMAGES_DIR)
+        photos = _copy_photos(_list_photos(inputs.image_dirs), tmp / IMAGES_DIR)
     if not photos:
         logger.warning("the source holds no product photos; the snapshot has text only")
-    return {"files": files, "images": _summarise(photos)}
+    return files, photos
 
 
 def _unpack_zip(path: Path, images: Path) -> list[_Photo]:
@@ -284,8 +404,9 @@ def _zip_photos(path: Path) -> list[tuple[str, str, str]]:
     return [(member, image_set, name) for (image_set, name), member in found.items()]
 
 
-def _copy_photos(dirs: dict[str, Path], images: Path) -> list[_Photo]:
-    """Copy unpacked photo folders under `images/<set>/`, hashing the bytes as they pass."""
+def _copy_photos(listed: Sequence[tuple[str, Path]], images: Path) -> list[_Photo]:
+    """Copy listed photos (as `_list_photos` lists them) under `images/<set>/`, hashing the
+    bytes as they pass."""
 
     def copy(part: Sequence[tuple[str, Path]], tick: Callable[[], None]) -> list[_Photo]:
         done = []
@@ -296,7 +417,7 @@ def _copy_photos(dirs: dict[str, Path], images: Path) -> list[_Photo]:
             tick()
         return done
 
-    return _in_threads(_list_photos(dirs), copy, "copying photos")
+    return _in_threads(listed, copy, "copying photos")
 
 
 def _hash_photos(dirs: dict[str, Path]) -> list[_Photo]:
@@ -427,12 +548,13 @@ def _copy_stream(source: IO[bytes], dest: Path) -> _Blob:
     return _Blob(digest.hexdigest(), size)
 
 
-def _build(out: Path, provenance: Manifest, fill: Callable[[Path], Manifest]) -> Manifest:
+def _build(out: Path, provenance: Manifest, fill: Callable[[Path], _Content]) -> Manifest:
     """Fill a sibling folder, write its manifest last, then swap it in for `out`."""
     tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
     try:
         tmp.chmod(0o755)
-        content = fill(tmp)
+        files, photos = fill(tmp)
+        content: Manifest = {"files": files, "images": _summarise(photos)}
         manifest = {
             "format": MANIFEST_FORMAT,
             "version": _version(content),

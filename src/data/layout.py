@@ -16,3 +16,6 @@ IMAGE_SETS: Final = ("image_train", "image_test")
 TRAIN_IMAGE_DIR: Final = f"{IMAGES_DIR}/image_train"
 TEST_IMAGE_DIR: Final = f"{IMAGES_DIR}/image_test"
 MANIFEST_FILE: Final = "MANIFEST.json"
+# Labelled datasets uploaded over the API, under the incoming folder: `datasets/<purpose>/<id>/`.
+DATASETS_DIR: Final = "datasets"
+TRAINING_DATASETS_DIR: Final = f"{DATASETS_DIR}/training"

@@ -29,7 +29,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from src.config import Settings
 from src.data.contract import DataContractError, validate_raw
 from src.data.io import RawDataError, read_raw_csv
-from src.data.layout import MANIFEST_FILE, TRAIN_IMAGE_DIR, X_TRAIN_FILE, Y_TRAIN_FILE
+from src.data.layout import (
+    DATASETS_DIR,
+    MANIFEST_FILE,
+    TRAIN_IMAGE_DIR,
+    X_TRAIN_FILE,
+    Y_TRAIN_FILE,
+)
 from src.db.datasets import DatasetRecord, list_datasets, record_dataset
 from src.db.engine import DatabaseError
 from src.db.models import DatasetPurpose
@@ -38,7 +44,6 @@ from src.serving.auth import AUTH_ERRORS, Admin
 logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["datasets"], responses=AUTH_ERRORS)
-DATASETS_DIR: Final = "datasets"
 QUARANTINE_FILE: Final = "quarantine.csv"
 # A photo zip may unpack to at most this many times the upload limit, and no entry may be
 # compressed more than MAX_RATIO to one: JPEGs barely compress, a zip bomb compresses enormously.

@@ -16,11 +16,17 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, select
+from typer.testing import CliRunner
 
+from src.cli.main import app
+from src.config import get_settings
+from src.data.contract import validate_raw
+from src.data.ingest import read_manifest
 from src.data.io import read_raw_csv
 from src.data.layout import TRAIN_IMAGE_DIR, X_TRAIN_FILE, Y_TRAIN_FILE
 from src.db.engine import make_engine
 from src.db.models import Base, Dataset
+from src.errors import DataSourceError
 from src.serving.app import create_app
 from tests.serving.conftest import api_settings, new_key
 from tests.trained_registry import Registry
@@ -198,3 +204,63 @@ def test_the_gate_scores_an_uploaded_validation_dataset(
     assert job["status"] == "succeeded", job
     rows = job["result"]["rows"]
     assert rows["supplied"] == ROWS - 2 and rows["pinned_test"] > 0, rows
+
+
+def test_a_training_upload_joins_the_catalogue_at_the_next_ingest(
+    admin: TestClient,
+    registry: Registry,
+    incoming: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    raw = registry.paths.raw_dir
+    x, y = _labelled(registry)
+    # New products: the catalogue's rows under other ids, their photos renamed to match.
+    new_x = x.assign(
+        productid=(x["productid"].astype(int) + 10**8).astype(str),
+        imageid=(x["imageid"].astype(int) + 10**8).astype(str),
+    )
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for (_, old), (_, new) in zip(x.iterrows(), new_x.iterrows(), strict=True):
+            photo = raw / TRAIN_IMAGE_DIR / f"image_{old['imageid']}_product_{old['productid']}.jpg"
+            if photo.is_file():
+                archive.write(
+                    photo, f"image_train/image_{new['imageid']}_product_{new['productid']}.jpg"
+                )
+    uploaded = _upload(admin, "training", _csv(new_x), _csv(y), buffer.getvalue()).json()
+    _upload(admin, "validation", _csv(new_x), _csv(y))  # not for training: ingest leaves it
+
+    monkeypatch.setenv("RAKUTEN_INCOMING_DIR", str(incoming))
+    get_settings.cache_clear()
+    out = tmp_path / "raw"
+    command = ["data", "ingest", "--source", str(raw), "--out", str(out)]
+    try:
+        first, second = (CliRunner().invoke(app, command) for _ in range(2))
+        (Path(uploaded["path"]) / Y_TRAIN_FILE).write_text(",prdtypecode\n0,10\n")
+        tampered = CliRunner().invoke(app, command)
+    finally:
+        get_settings.cache_clear()
+
+    assert first.exit_code == 0, first.output
+    summary = json.loads(first.stdout.strip().splitlines()[-1])
+    assert summary["changed"] is True
+    assert summary["source"]["datasets"] == [
+        {"name": Path(uploaded["path"]).name, "sha256": uploaded["sha256"], "rows": ROWS - 2}
+    ]
+    source_x, snapshot_x = read_raw_csv(raw / X_TRAIN_FILE), read_raw_csv(out / X_TRAIN_FILE)
+    assert len(snapshot_x) == len(source_x) + ROWS
+    added = snapshot_x.iloc[len(source_x) :]
+    assert added["productid"].tolist() == new_x["productid"].tolist()
+    assert added.index.astype(int).min() > source_x.index.astype(int).max()
+    photos = read_manifest(out)["images"]["image_train"]["count"]
+    assert photos == len(list((raw / TRAIN_IMAGE_DIR).iterdir())) + uploaded["photos"]
+    # The snapshot's contract sets aside the upload's two broken rows, as the upload did.
+    checked = validate_raw(snapshot_x, read_raw_csv(out / Y_TRAIN_FILE), x_name=X_TRAIN_FILE)
+    assert set(new_x["productid"]) - set(checked.valid["productid"].astype(str)) == set(
+        new_x["productid"].iloc[:2]
+    )
+    assert json.loads(second.stdout.strip().splitlines()[-1])["changed"] is False
+    assert isinstance(tampered.exception, DataSourceError)
+    assert "is not the file its MANIFEST.json describes" in str(tampered.exception)
+    assert read_manifest(out)["version"] == summary["version"]  # the snapshot is kept

@@ -1,7 +1,8 @@
 """The lifecycle end to end over HTTP, against a running `airflow standalone` and a real MLflow
-server: an admin uploads a validation dataset, triggers rakuten_training through the API (which
-calls Airflow's REST API), follows the run to success, gates the version it registered on the
-pinned test split plus the upload, and promotes it. Airflow down is a 503 with the reason."""
+server: an admin uploads a training and a validation dataset, triggers rakuten_training through
+the API (which calls Airflow's REST API), follows the run to success (its ingest adds the training
+upload to the catalogue), gates the version it registered on the pinned test split plus the
+validation upload, and promotes it. Airflow down is a 503 with the reason."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from src.config import Settings
+from src.data.ingest import read_manifest
 from src.data.layout import TRAIN_IMAGE_DIR, X_TRAIN_FILE, Y_TRAIN_FILE
 from src.data.synth import synthesize
 from src.db.migrate import upgrade
@@ -74,6 +76,7 @@ def stack(
     rakuten = {
         "RAKUTEN_DATA_SOURCE": "synthetic",
         "RAKUTEN_DATA_ROOT": str(root / "data"),
+        "RAKUTEN_INCOMING_DIR": str(root / "incoming"),
         "RAKUTEN_MODELS_DIR": str(root / "models"),
         "RAKUTEN_REPORTS_DIR": str(root / "reports"),
         "RAKUTEN_PARAMS_FILE": str(params_file),
@@ -128,10 +131,10 @@ def stack(
         stop(process)
 
 
-def _validation_upload(root: Path) -> dict[str, Any]:
+def _upload(root: Path, seed: int) -> dict[str, Any]:
     """A labelled synthetic catalogue of another seed, as a person uploads it."""
-    synthetic = root / "upload"
-    synthesize(synthetic, rows=80, test_rows=0, image_size=32, seed=99)
+    synthetic = root / f"upload-{seed}"
+    synthesize(synthetic, rows=80, test_rows=0, image_size=32, seed=seed)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         for photo in (synthetic / TRAIN_IMAGE_DIR).iterdir():
@@ -163,10 +166,12 @@ def test_upload_train_validate_promote_over_http(stack: Stack) -> None:
     with TestClient(create_app(stack.settings)) as client:
         client.headers["X-API-Key"] = new_key(store, "admin", "data team")
         uploaded = client.post(
-            "/datasets", data={"purpose": "validation"}, files=_validation_upload(stack.root)
+            "/datasets", data={"purpose": "validation"}, files=_upload(stack.root, 99)
         )
         assert uploaded.status_code == 201, uploaded.text
         dataset = uploaded.json()
+        more = client.post("/datasets", data={"purpose": "training"}, files=_upload(stack.root, 98))
+        assert more.status_code == 201, more.text
 
         unknown = client.post("/training-runs", json={"conf": {"colour": "red"}})
         assert unknown.status_code == 422 and "colour" in unknown.json()["detail"]
@@ -189,6 +194,10 @@ def test_upload_train_validate_promote_over_http(stack: Stack) -> None:
         versions = client.get("/models").json()
         (registered,) = [v for v in versions if v["lineage"].get("airflow_dag_run_id") == run_id]
         version = registered["version"]
+        # The run's ingest added the training upload; the version trained on that snapshot.
+        raw = read_manifest(stack.settings.data_root / "raw")
+        assert [d["sha256"] for d in raw["source"]["datasets"]] == [more.json()["sha256"]]
+        assert registered["lineage"]["data_version"] == raw["version"]
         assert registered["approval"] == "awaiting"  # the pipeline left it to a person
 
         job = client.post(f"/models/{version}/validate", json={"dataset_id": dataset["id"]})
