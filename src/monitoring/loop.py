@@ -22,6 +22,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from sqlalchemy import Engine
 
 from src.config import Params
+from src.data.classes import PRDTYPECODES
 from src.data.io import read_raw_csv, write_json
 from src.db import monitoring as store
 from src.db.store import ModelRef
@@ -91,24 +92,29 @@ def drift(
     return {**summary, "report": str(path)}
 
 
+def parse_labels(frame: pd.DataFrame, where: str) -> pd.DataFrame:
+    """Late labels checked and typed: the hub's Y layout (index, prdtypecode) with productid, every
+    code one of the 27 product types. `where` names the file in the error."""
+    missing = [c for c in ("productid", "prdtypecode") if c not in frame]
+    if missing:
+        raise RakutenError(f"{where} lacks column(s) {', '.join(missing)} (Y layout + productid)")
+    try:
+        labels = frame.assign(
+            productid=pd.to_numeric(frame["productid"]).astype("int64"),
+            prdtypecode=pd.to_numeric(frame["prdtypecode"]).astype("int64"),
+        )
+    except (ValueError, TypeError, OverflowError) as error:
+        raise RakutenError(f"{where}: productid and prdtypecode must be integers") from error
+    unknown = sorted(set(labels["prdtypecode"].tolist()) - set(PRDTYPECODES))
+    if unknown:
+        raise RakutenError(f"{where}: {unknown[:5]} are no product type codes")
+    return labels
+
+
 def read_labels(labels_dir: Path) -> dict[str, pd.DataFrame]:
-    """Every labels CSV in `labels_dir`: hub's Y layout (index, prdtypecode) with productid."""
-    found = {}
-    for path in sorted(labels_dir.glob("*.csv")) if labels_dir.is_dir() else []:
-        frame = read_raw_csv(path)
-        missing = [c for c in ("productid", "prdtypecode") if c not in frame]
-        if missing:
-            raise RakutenError(
-                f"{path} lacks column(s) {', '.join(missing)} (Y layout + productid)"
-            )
-        try:
-            found[path.name] = frame.assign(
-                productid=pd.to_numeric(frame["productid"]).astype("int64"),
-                prdtypecode=pd.to_numeric(frame["prdtypecode"]).astype("int64"),
-            )
-        except (ValueError, TypeError) as error:
-            raise RakutenError(f"{path}: productid and prdtypecode must be integers") from error
-    return found
+    """Every labels CSV in `labels_dir` (see `parse_labels`), by file name."""
+    paths = sorted(labels_dir.glob("*.csv")) if labels_dir.is_dir() else []
+    return {path.name: parse_labels(read_raw_csv(path), str(path)) for path in paths}
 
 
 def performance(
