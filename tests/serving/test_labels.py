@@ -4,45 +4,23 @@ a file that is no labels file is refused and leaves nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
 from src.config import load_params
 from src.db.engine import make_engine
-from src.db.models import Base, LateLabel
+from src.db.models import LateLabel
 from src.monitoring.loop import performance
-from src.serving.app import create_app
-from tests.serving.conftest import api_settings, new_key
 from tests.trained_registry import Registry
 
 LABELS = pd.DataFrame(
     {"prdtypecode": [10, 2583, 1560], "productid": [990_000_001, 990_000_002, 990_000_003]},
     index=[84916, 84917, 84918],
 )
-
-
-@pytest.fixture
-def incoming(tmp_path: Path) -> Path:
-    return tmp_path / "incoming"
-
-
-@pytest.fixture
-def admin(registry: Registry, store_url: str, incoming: Path) -> Iterator[TestClient]:
-    """The API with an admin key, its uploads under the test's incoming folder."""
-    settings = api_settings(registry, store_url, incoming_dir=incoming)
-    with TestClient(create_app(settings)) as client:
-        client.headers["X-API-Key"] = new_key(store_url, "admin")
-        yield client
-    engine = make_engine(store_url)
-    with engine.begin() as connection:
-        for table in reversed(Base.metadata.sorted_tables):
-            connection.execute(delete(table))
-    engine.dispose()
 
 
 def _stored(store_url: str) -> list[tuple[int, int, str]]:
@@ -58,9 +36,9 @@ def _stored(store_url: str) -> list[tuple[int, int, str]]:
 
 
 def test_uploaded_labels_are_stored_in_the_folder_the_loop_reads(
-    admin: TestClient, registry: Registry, incoming: Path, store_url: str
+    uploader: TestClient, registry: Registry, incoming: Path, store_url: str
 ) -> None:
-    answer = admin.post("/labels", files={"y_file": ("Y_late.csv", LABELS.to_csv().encode())})
+    answer = uploader.post("/labels", files={"y_file": ("Y_late.csv", LABELS.to_csv().encode())})
 
     assert answer.status_code == 201, answer.text
     body = answer.json()
@@ -92,9 +70,9 @@ def test_uploaded_labels_are_stored_in_the_folder_the_loop_reads(
     ],
 )
 def test_a_file_that_is_no_labels_file_is_refused_and_leaves_nothing(
-    admin: TestClient, incoming: Path, store_url: str, labels: pd.DataFrame, reason: str
+    uploader: TestClient, incoming: Path, store_url: str, labels: pd.DataFrame, reason: str
 ) -> None:
-    answer = admin.post("/labels", files={"y_file": ("Y.csv", labels.to_csv().encode())})
+    answer = uploader.post("/labels", files={"y_file": ("Y.csv", labels.to_csv().encode())})
 
     assert answer.status_code == 422 and reason in answer.json()["detail"], answer.text
     assert list((incoming / "labels").iterdir()) == []
