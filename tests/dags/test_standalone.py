@@ -17,6 +17,7 @@ from typing import Any
 import psutil
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
@@ -163,14 +164,16 @@ def test_the_mlflow_ui_shows_the_pipeline_run_with_its_branch_runs(
     chromium.get(experiment_address(standalone.tracking_uri, experiment.experiment_id))
     runs = f"//*[normalize-space(text())='{name}']"
     genai = "//*[normalize-space(text())='Traces' or normalize-space(text())='Detect Issues']"
-    _wait(chromium, 90).until(
-        lambda d: d.find_elements(By.XPATH, runs) or d.find_elements(By.XPATH, genai)
-    )
+    # Wait for the run's row itself: on a loaded machine the GenAI view's words were seen on a
+    # page whose address was the training view's, before its runs list had loaded.
+    try:
+        _wait(chromium, 90).until(lambda d: d.find_elements(By.XPATH, runs))
+    except TimeoutException:
+        screenshot(chromium, "mlflow-1-experiment")
+        view = "the GenAI view" if chromium.find_elements(By.XPATH, genai) else "a page"
+        pytest.fail(f"the experiment opened in {view} without its runs ({chromium.current_url})")
     time.sleep(2)  # let the page settle into its view before the screenshot
     screenshot(chromium, "mlflow-1-experiment")
-    assert chromium.find_elements(By.XPATH, runs), (
-        f"the experiment opened in the GenAI view, not its runs ({chromium.current_url})"
-    )
     parent = chromium.find_element(By.XPATH, runs)
     cell = parent.find_element(By.XPATH, "./ancestor::*[@role='gridcell'][1]")
     cell.find_element(By.XPATH, ".//button").click()  # the expander, before the name
