@@ -1,8 +1,9 @@
 """The reference profile a model carries: its training data and its predictions on val.
 
-`rakuten fuse` writes it as `reference_profile.json` inside the packaged model, so it becomes an
-artifact of the logged model and of every registered version made from it: any champion carries
-its own reference, and the drift check (src/monitoring/drift.py) compares a day's batch with it.
+`rakuten fuse` writes it as `reference_profile.json` inside the packaged model, and `rakuten model
+register` logs it with the model (`log_packaged`), so it is an artifact of every registered
+version made from it: any champion carries its own reference, and the drift check
+(src/monitoring/drift.py) compares a day's batch with it.
 It holds the class distribution of the training labels, the model's predicted-type distribution
 and mean confidence on val, quantile bins of the raw designation and description lengths (with
 the training counts per bin), and the rates of missing descriptions, missing photos and HTML.
