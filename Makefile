@@ -108,6 +108,7 @@ bench: env airflow-env ## Run the benchmarks, about an hour (see docs/benchmarks
 	$(VENV)/bin/python bench/bench_predict_batch.py
 	$(VENV)/bin/python bench/bench_dag.py
 	$(VENV)/bin/python bench/bench_api.py
+	$(VENV)/bin/python bench/bench_drift.py
 
 monitor: env ## Start Prometheus (UI on 127.0.0.1:9090) and the Pushgateway (127.0.0.1:9091)
 	@command -v prometheus >/dev/null && command -v prometheus-pushgateway >/dev/null || { \

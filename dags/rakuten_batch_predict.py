@@ -12,13 +12,23 @@ store them as the day's batch in the predictions database and publish them as Pa
   often it agrees with the champion. Without a challenger these two tasks are skipped.
 * **Idempotent**: a batch is keyed by (day, model version); a rerun of a day replaces that day's
   batch in one transaction. No champion yet: `score_champion` is skipped, with why.
+* **Closed loop**: `drift` compares the champion's batch with the reference profile packaged
+  with it (`reports/drift/<day>.json`, table `drift_reports`, pushed metrics); `performance`
+  stores the late labels dropped in `$RAKUTEN_INCOMING_DIR/labels/` and scores the champion's
+  batches on them. Drift is a finding, not an error: these tasks fail only on errors. `retrain`
+  asks for a training when the batch drifted or the realised weighted F1 is under the gate's
+  floor, at most once per `drift.cooldown_hours` (skipped, with why, otherwise);
+  `trigger_training` then starts `rakuten_training` with conf `{"force": true, "reason": ...}`
+  under the run id `retrain__<day>`, so a retried or rerun day never triggers twice.
 """
 
 from __future__ import annotations
 
 import json
 from datetime import datetime
+from typing import Any
 
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 from rakuten_common import CHAMPION_ASSET, DEFAULT_ARGS, RUN_DAY, TIMEZONE, rakuten
 
@@ -57,10 +67,44 @@ def rakuten_batch_predict() -> None:
             f"db agreement --champion-batch {champion_batch} --challenger-batch {challenger_batch}"
         )
 
+    @task.bash
+    def drift() -> str:
+        """Compare the champion's batch with its reference profile; drift is not an error."""
+        return rakuten(f"monitor drift --date {RUN_DAY}")
+
+    @task.bash
+    def performance() -> str:
+        """Store the late labels that arrived; the champion's realised F1 per batch day."""
+        return rakuten("monitor performance")
+
+    @task.bash
+    def retrain() -> str:
+        """Whether the day asks for a retraining (exit 99: no, and why)."""
+        return rakuten(f"monitor retrain --date {RUN_DAY}")
+
+    @task(multiple_outputs=True)
+    def training_request(decision: str) -> dict[str, Any]:
+        """The training run to trigger: its id (from the batch day) and its conf."""
+        request = json.loads(decision)
+        return {
+            "run_id": request["dag_run_id"],
+            "conf": {"force": True, "reason": request["reason"]},
+        }
+
     champion = score_champion()
     challenger = score_challenger()
     champion >> challenger
     agreement(champion, challenger)
+    decision = retrain()
+    champion >> [drift(), performance()] >> decision
+    request = training_request(decision)
+    TriggerDagRunOperator(
+        task_id="trigger_training",
+        trigger_dag_id="rakuten_training",
+        trigger_run_id=request["run_id"],
+        conf=request["conf"],
+        skip_when_already_exists=True,
+    )
 
 
 rakuten_batch_predict()

@@ -18,6 +18,8 @@ against `@champion`, promote it, and publish the batch predictions.
   already registered from this data version with these parameters, unless *force* is set.
 * **Branches** are mapped: `train_cpu` fits the scikit-learn branches, `train_gpu` the neural ones
   on the `gpu` queue and pool.
+* **Reason**: a run triggered by `rakuten_batch_predict` (drift, or realised F1 under the
+  floor) carries `reason` in its conf; `register` records it as the tag `retrain_reason`.
 * **Gate**: a failed gate leaves `promote` skipped; the reasons are in `gate`'s log and XCom and
   on the model version in MLflow (tags `gate.*`).
 * A promotion updates the Asset `rakuten://models/rakuten-product-classifier/champion`, which
@@ -147,6 +149,14 @@ def _settings(params: dict[str, Any]) -> list[str]:
             title="Force retrain",
             description="Train even if the data and the parameters are unchanged.",
         ),
+        "reason": Param(
+            None,
+            type=["null", "string"],
+            title="Reason",
+            description="Why this run trains (set by rakuten_batch_predict on drift); recorded "
+            "as the tag retrain_reason of the MLflow run and the registered version. "
+            "Empty: none.",
+        ),
     },
 )
 def rakuten_training() -> None:
@@ -223,9 +233,14 @@ def rakuten_training() -> None:
         return rakuten("evaluate", run_params=True)
 
     @task.bash
-    def register() -> str:
+    def register(params: dict[str, Any] | None = None) -> str:
         """Track the run in MLflow and register its model as a new version @challenger."""
-        return rakuten("model register", run_params=True)
+        reason = (params or {}).get("reason")
+        # Quoted: the reason is text from the trigger's conf.
+        return rakuten(
+            f"model register {f'--reason {shlex.quote(reason)}' if reason else ''}",
+            run_params=True,
+        )
 
     @task.bash
     def gate() -> str:

@@ -249,6 +249,23 @@ class PromoteParams(_Block):
     approval: Literal["auto", "manual"] = "auto"
 
 
+class DriftParams(_Block):
+    """When a day's batch has drifted from the champion's reference (src/monitoring/drift.py).
+
+    PSI thresholds apply to the PSI with its small-sample bias subtracted; the rate and
+    confidence thresholds to absolute changes against the reference.
+    """
+
+    min_rows: int = Field(100, ge=1)  # a smaller batch gets the verdict "too few rows"
+    psi_threshold: float = Field(0.1, gt=0)  # predicted-type distribution
+    input_psi_threshold: float = Field(0.1, gt=0)  # designation / description length bins
+    length_bins: int = Field(10, ge=2, le=100)  # quantile bins of the reference's lengths
+    rate_change_threshold: float = Field(0.15, gt=0, le=1)  # missing description/photo, HTML
+    confidence_drop_threshold: float = Field(0.1, gt=0, le=1)  # mean top probability
+    min_labelled_rows: int = Field(100, ge=1)  # realised F1 on fewer labels triggers nothing
+    cooldown_hours: float = Field(24.0, ge=0)  # at most one triggered retraining per window
+
+
 class TextTfidfParams(_Block):
     """The TF-IDF + calibrated LinearSVC text branch (src/models/text_tfidf.py) and its search.
 
@@ -324,6 +341,7 @@ class Params(_Block):
     fusion: FusionParams = FusionParams()
     gate: GateParams = GateParams()
     promote: PromoteParams = PromoteParams()
+    drift: DriftParams = DriftParams()
     text_tfidf: TextTfidfParams = TextTfidfParams()
     text_cnn: TextCnnParams = TextCnnParams()
     image_cnn: ImageCnnParams = ImageCnnParams()

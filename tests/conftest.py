@@ -1,5 +1,6 @@
 """Fixtures shared by the whole suite: the real data, the predictions store's databases, and MLflow
-backends (the embedded SQLite default and a real `mlflow server` on a free port of 127.0.0.1).
+backends (the embedded SQLite default and a real `mlflow server` on a free port of 127.0.0.1), and
+a real Pushgateway.
 
 PostgreSQL is the server on 127.0.0.1:5432 (trust auth, superuser `postgres`), there on the
 development machines and in CI; each test module gets its own database, dropped afterwards
@@ -8,6 +9,7 @@ development machines and in CI; each test module gets its own database, dropped 
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +24,7 @@ from src.db.migrate import upgrade
 from src.registry.tracking import tracking_client
 from tests import browser
 from tests.db.postgres import SERVER_DSN, fresh_database
-from tests.servers import Server, started_mlflow_server, wait_until_healthy
+from tests.servers import Server, free_port, started, started_mlflow_server, wait_until_healthy
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
@@ -118,6 +120,25 @@ def mlflow_server_process(
 def mlflow_server(mlflow_server_process: Server) -> str:
     """The URL of the real `mlflow server`, once it answers /health."""
     return wait_until_healthy(mlflow_server_process)
+
+
+@pytest.fixture(scope="session")
+def pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Pushgateway (Debian's prometheus-pushgateway) on a free port of 127.0.0.1."""
+    binary = shutil.which("prometheus-pushgateway")
+    if binary is None:
+        pytest.skip("prometheus-pushgateway not installed (Debian's package; .ci/run installs it)")
+    root = tmp_path_factory.mktemp("pushgateway")
+    port = free_port()
+    # Debian's build persists to /var/lib/prometheus by default: keep the tests' metrics apart.
+    command = [
+        binary,
+        f"--web.listen-address=127.0.0.1:{port}",
+        f"--persistence.file={root / 'pushgateway.metrics'}",
+    ]
+    with started(command, root / "pushgateway.log", dict(os.environ)) as process:
+        server = Server(process, f"http://127.0.0.1:{port}", root / "pushgateway.log")
+        yield wait_until_healthy(server, "/-/ready")
 
 
 @pytest.fixture(scope="session")

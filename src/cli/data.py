@@ -28,12 +28,28 @@ def data_synth(
     seed: int = typer.Option(None, help="Random seed; the same seed gives the same bytes."),
     workers: int = typer.Option(None, min=1, help="Processes (default: one per core)."),
     overwrite: bool = typer.Option(False, help="Replace OUT if it is not empty."),
+    skew: str = typer.Option(
+        None, help="Drift: comma-separated prdtypecodes that get --skew-share of the rows."
+    ),
+    skew_share: float = typer.Option(0.8, min=0, max=1, help="Share of rows in the --skew types."),
+    no_description: float = typer.Option(
+        None, min=0, max=1, help="Drift: share of rows without description (real: 0.35)."
+    ),
+    missing_photos: float = typer.Option(
+        None, min=0, max=1, help="Drift: share of rows without photo (real: 0.015)."
+    ),
 ) -> None:
     """Write a synthetic Rakuten catalogue (CSVs and photos) exactly in the hub's layout.
 
-    Options left out come from the `synthetic` block of params.yaml.
+    Options left out come from the `synthetic` block of params.yaml. --skew, --no-description
+    and --missing-photos make a shifted catalogue, to produce a drifted batch on purpose.
     """
-    from src.data.synth import synthesize
+    from src.data.synth import Shift, synthesize
+
+    try:
+        classes = tuple(int(code) for code in skew.split(",")) if skew else ()
+    except ValueError:
+        raise typer.BadParameter(f"--skew takes prdtypecodes like 10,40 (got {skew!r})") from None
 
     defaults = load_params().synthetic
     summary = synthesize(
@@ -46,6 +62,7 @@ def data_synth(
         images_zip=images_zip,
         workers=workers,
         overwrite=overwrite,
+        shift=Shift(classes, skew_share, no_description, missing_photos),
     )
     typer.echo(json.dumps(asdict(summary)))
 

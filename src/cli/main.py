@@ -8,7 +8,7 @@ import logging
 
 import typer
 
-from src.cli import apikey, data, db, model, params, predict, serve, training
+from src.cli import apikey, data, db, model, monitor, params, predict, serve, training
 from src.cli import run as run_commands
 from src.config import get_settings
 from src.errors import RakutenError
@@ -52,3 +52,4 @@ app.add_typer(db.app, name="db")
 app.add_typer(params.app, name="params")
 app.add_typer(run_commands.app, name="run")
 app.add_typer(apikey.app, name="api-key")
+app.add_typer(monitor.app, name="monitor")

@@ -61,7 +61,13 @@ def model_changes(
 
 @app.command("register")
 def model_register(
-    processed: Path = PROCESSED, raw: Path = RAW, models: Path = MODELS, reports: Path = REPORTS
+    processed: Path = PROCESSED,
+    raw: Path = RAW,
+    models: Path = MODELS,
+    reports: Path = REPORTS,
+    reason: str = typer.Option(
+        None, help="Why this training ran (tag retrain_reason of the run and the version)."
+    ),
 ) -> None:
     """Track the pipeline run in MLflow and register its model as a new version @challenger.
 
@@ -74,7 +80,7 @@ def model_register(
 
     paths = training_paths(processed, raw, models, reports)
     with monitored("register") as run:
-        summary = register(registry(), paths, load_params(), os.environ)
+        summary = register(registry(), paths, load_params(), os.environ, reason or None)
         run.summary(summary)
     typer.echo(json.dumps(summary))
 

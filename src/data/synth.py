@@ -83,6 +83,33 @@ class SynthSummary:
     images_corrupt: int
 
 
+@dataclass(frozen=True)
+class Shift:
+    """A catalogue shifted from the real one, to make drift on purpose (demos, tests).
+
+    `skew_classes` get `skew_share` of the rows between them, evenly (the rest keeps the real
+    mix); `no_description` and `missing_photos` replace the real rates of missing descriptions
+    and photos. None keeps the real behaviour.
+    """
+
+    skew_classes: tuple[int, ...] = ()
+    skew_share: float = 0.8
+    no_description: float | None = None
+    missing_photos: float | None = None
+
+    def __post_init__(self) -> None:
+        unknown = [c for c in self.skew_classes if c not in TRAIN_COUNTS]
+        if unknown:
+            raise RakutenError(f"unknown prdtypecode(s) to skew towards: {unknown}")
+        for name in ("skew_share", "no_description", "missing_photos"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 1:
+                raise RakutenError(f"{name} must be a share between 0 and 1 (got {value})")
+
+
+NO_SHIFT: Final = Shift()
+
+
 class _Chunk(NamedTuple):
     split: int
     number: int  # the chunk's position within its split
@@ -92,6 +119,7 @@ class _Chunk(NamedTuple):
     images: bool
     image_size: int
     id_offset: int  # rows before this split, so ids stay unique across splits
+    shift: Shift = NO_SHIFT
 
 
 class _Row(NamedTuple):
@@ -115,9 +143,16 @@ def class_allocation(rows: int) -> dict[int, int]:
     return counts
 
 
-def _labels(rows: int, seed: int, split: int) -> np.ndarray:
-    """Product types of a split's rows: the real proportions, in a seeded random order."""
-    allocation = class_allocation(rows)
+def _labels(rows: int, seed: int, split: int, shift: Shift = NO_SHIFT) -> np.ndarray:
+    """Product types of a split's rows: the real proportions (or a skewed mix), seeded order."""
+    skewed = round(rows * shift.skew_share) if shift.skew_classes else 0
+    allocation = (
+        class_allocation(rows - skewed) if rows > skewed else dict.fromkeys(TRAIN_COUNTS, 0)
+    )
+    for position, code in enumerate(shift.skew_classes):
+        allocation[code] += skewed // len(shift.skew_classes) + (
+            position < skewed % len(shift.skew_classes)
+        )
     labels = np.repeat(
         np.array(PRDTYPECODES, dtype=np.int64), [allocation[c] for c in PRDTYPECODES]
     )
@@ -291,13 +326,15 @@ def _image(rng: np.random.Generator, code: int, size: int) -> bytes:
     return buffer.getvalue()
 
 
-def _image_file(rng: np.random.Generator, code: int, size: int) -> tuple[bytes | None, bool]:
+def _image_file(
+    rng: np.random.Generator, code: int, size: int, p_missing: float = P_IMAGE_MISSING
+) -> tuple[bytes | None, bool]:
     """A product's photo file and whether it is corrupt: mostly a JPEG, some none or broken."""
     draw = rng.random()
-    if draw < P_IMAGE_MISSING:
+    if draw < p_missing:
         return None, False
     photo = _image(rng, code, size)
-    if draw < P_IMAGE_MISSING + P_IMAGE_CORRUPT:
+    if draw < p_missing + P_IMAGE_CORRUPT:
         return (photo[: len(photo) // 3] if rng.random() < 0.5 else rng.bytes(2048)), True
     return photo, False
 
@@ -317,7 +354,8 @@ def _make_chunk(chunk: _Chunk) -> list[_Row]:
         text_code = _text_class(rng, code)
         designation = _designation(rng, text_code, language)
         description = ""
-        if rng.random() >= P_NO_DESCRIPTION:
+        no_description = chunk.shift.no_description
+        if rng.random() >= (P_NO_DESCRIPTION if no_description is None else no_description):
             description = _description(rng, text_code, language)
             if rng.random() < P_HTML_DESCRIPTION:
                 description = _with_html(rng, description)
@@ -325,20 +363,26 @@ def _make_chunk(chunk: _Chunk) -> list[_Row]:
             designation = designation.replace(" ", " &amp; ", 1)
         if rng.random() < P_MOJIBAKE:
             designation, description = (_with_mojibake(rng, t) for t in (designation, description))
-        image, corrupt = _image_file(rng, code, chunk.image_size) if chunk.images else (None, False)
+        missing = chunk.shift.missing_photos
+        p_missing = P_IMAGE_MISSING if missing is None else missing
+        image, corrupt = (
+            _image_file(rng, code, chunk.image_size, p_missing) if chunk.images else (None, False)
+        )
         rows.append(_Row(designation, description, productid, imageid, code, image, corrupt))
     return rows
 
 
 def _chunks(
-    rows: int, test_rows: int, seed: int, images: bool, image_size: int
+    rows: int, test_rows: int, seed: int, images: bool, image_size: int, shift: Shift = NO_SHIFT
 ) -> Iterator[_Chunk]:
     """The work, in output order: the train split's chunks, then the test split's."""
     for split, (count, id_offset) in enumerate(((rows, 0), (test_rows, rows))):
-        labels = _labels(count, seed, split)
+        labels = _labels(count, seed, split, shift)
         for index, start in enumerate(range(0, count, CHUNK_ROWS)):
             chunk_labels = tuple(int(c) for c in labels[start : start + CHUNK_ROWS])
-            yield _Chunk(split, index, start, chunk_labels, seed, images, image_size, id_offset)
+            yield _Chunk(
+                split, index, start, chunk_labels, seed, images, image_size, id_offset, shift
+            )
 
 
 def _in_order(chunks: Iterator[_Chunk], workers: int) -> Iterator[tuple[_Chunk, list[_Row]]]:
@@ -378,10 +422,12 @@ def synthesize(
     images_zip: bool = False,
     workers: int | None = None,
     overwrite: bool = False,
+    shift: Shift = NO_SHIFT,
 ) -> SynthSummary:
     """Write a synthetic catalogue in the hub's layout to `out_dir`, atomically.
 
     The files appear in `out_dir` only once all are written; a failed run leaves what was there.
+    `shift` makes a catalogue that drifted from the real one (see `Shift`).
     """
     if rows <= 0 or test_rows < 0:
         raise RakutenError(f"rows must be > 0 and test rows >= 0 (got {rows}, {test_rows})")
@@ -411,7 +457,7 @@ def synthesize(
                 writer.writerow(("", *X_COLUMNS))
             y_writer.writerow(("", "prdtypecode"))
             for chunk, made in _in_order(
-                _chunks(rows, test_rows, seed, images, image_size), workers
+                _chunks(rows, test_rows, seed, images, image_size, shift), workers
             ):
                 split_name = _SPLITS[chunk.split]
                 for offset, row in enumerate(made):

@@ -36,7 +36,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # The Alembic revision (migrations/versions) that creates exactly these tables; a test keeps
 # it equal to the newest revision, and the store refuses a database at another one.
-SCHEMA_REVISION: Final = "0002_operator_api"
+SCHEMA_REVISION: Final = "0003"
 
 # Deterministic constraint names, so that migrations can name what they alter or drop.
 NAMING_CONVENTION: Final = {
@@ -238,3 +238,62 @@ class ApiRequest(Base):
     duration_ms: Mapped[float] = mapped_column(Double)
     # The key that called (never the key itself); None when RAKUTEN_API_AUTH is off.
     api_key_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("api_keys.id"))
+
+
+class DriftReport(Base):
+    """The drift check of one day's batch against its model's reference profile."""
+
+    __tablename__ = "drift_reports"
+    __table_args__ = (UniqueConstraint("logical_date", "model_version_id"),)
+
+    id: Mapped[int] = mapped_column(RowId, Identity(), primary_key=True)
+    logical_date: Mapped[date] = mapped_column(Date)
+    model_version_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("model_versions.id"))
+    batch_id: Mapped[int | None] = mapped_column(BigInteger)
+    rows: Mapped[int] = mapped_column(Integer)
+    verdict: Mapped[str] = mapped_column(String(32))
+    predicted_psi: Mapped[float | None] = mapped_column(Double)
+    predicted_js: Mapped[float | None] = mapped_column(Double)
+    report: Mapped[dict[str, Any]] = mapped_column(Document)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+
+
+class LateLabel(Base):
+    """A product's true type, learnt after its prediction: from which file, and when."""
+
+    __tablename__ = "late_labels"
+    __table_args__ = (UniqueConstraint("productid", "source"), Index(None, "arrived_at"))
+
+    id: Mapped[int] = mapped_column(RowId, Identity(), primary_key=True)
+    productid: Mapped[int] = mapped_column(BigInteger)
+    prdtypecode: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(512))
+    arrived_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+
+
+class RealisedPerformance(Base):
+    """A model's scores on one batch day, from the late labels of its products."""
+
+    __tablename__ = "realised_performance"
+    __table_args__ = (UniqueConstraint("logical_date", "model_version_id"),)
+
+    id: Mapped[int] = mapped_column(RowId, Identity(), primary_key=True)
+    logical_date: Mapped[date] = mapped_column(Date)
+    model_version_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("model_versions.id"))
+    labelled: Mapped[int] = mapped_column(Integer)
+    weighted_f1: Mapped[float] = mapped_column(Double)
+    macro_f1: Mapped[float] = mapped_column(Double)
+    accuracy: Mapped[float] = mapped_column(Double)
+    computed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+
+
+class RetrainRequest(Base):
+    """A retraining the closed loop asked for on a batch day (one per day at most), and why."""
+
+    __tablename__ = "retrain_requests"
+
+    id: Mapped[int] = mapped_column(RowId, Identity(), primary_key=True)
+    logical_date: Mapped[date] = mapped_column(Date, unique=True)
+    reason: Mapped[str] = mapped_column(Text)
+    dag_run_id: Mapped[str] = mapped_column(String(256))
+    requested_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)

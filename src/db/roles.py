@@ -2,10 +2,10 @@
 
 Nothing runs as a superuser at run time: the schema owner migrates and grants (deploy time),
 the pipeline and the API log in as the app role, people as analysts. The app role may INSERT
-and SELECT everywhere; it may DELETE only from `prediction_batches` and `predictions`, because a
-rerun of a batch replaces it (delete, then insert, in one transaction); rows are never updated,
-so nobody gets UPDATE, except on `api_keys`, where the API writes a key's last use and
-`rakuten api-key revoke` its revocation. Role names and passwords come from the settings
+and SELECT everywhere; it may DELETE only from the tables a rerun replaces (REPLACED_TABLES: a
+day's batch, its drift report, its realised scores; delete, then insert, in one transaction); rows
+are never updated, so nobody gets UPDATE, except on `api_keys`, where the API writes a key's last
+use and `rakuten api-key revoke` its revocation. Role names and passwords come from the settings
 (environment), never from code. SQLite has no roles: there, this does nothing and says so.
 """
 
@@ -20,11 +20,24 @@ from sqlalchemy import Connection, text
 
 from src.config import Settings
 from src.db.engine import DatabaseError, make_engine, require_current, shown, transaction
-from src.db.models import ApiKey, Base, Prediction, PredictionBatch
+from src.db.models import (
+    ApiKey,
+    Base,
+    DriftReport,
+    Prediction,
+    PredictionBatch,
+    RealisedPerformance,
+)
 
 logger = logging.getLogger(__name__)
 
-REPLACED_TABLES: Final = (PredictionBatch.__tablename__, Prediction.__tablename__)
+# Tables whose rows a rerun replaces (a day's batch, drift report, realised scores).
+REPLACED_TABLES: Final = (
+    PredictionBatch.__tablename__,
+    Prediction.__tablename__,
+    DriftReport.__tablename__,
+    RealisedPerformance.__tablename__,
+)
 # What the schema owner (CREATEROLE, not a superuser) may set; superuser, replication and
 # bypass-RLS are PostgreSQL's defaults and only a superuser could grant or revoke them: checked.
 _ATTRIBUTES: Final = "LOGIN NOCREATEDB NOCREATEROLE"

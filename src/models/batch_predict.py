@@ -32,6 +32,11 @@ logger = logging.getLogger(__name__)
 INCOMING_IMAGES: Final = "images"  # photos of the incoming listings, hub naming
 
 
+def batch_image_dirs(raw_dir: Path, incoming_dir: Path | None) -> list[Path]:
+    """Where the photos of a batch's listings are: the raw test photos, then the incoming ones."""
+    return [raw_dir / TEST_IMAGE_DIR] + ([incoming_dir / INCOMING_IMAGES] if incoming_dir else [])
+
+
 def batch_listings(raw_dir: Path, incoming_dir: Path | None) -> pd.DataFrame:
     """The listings to score, with the path of their photo where there is one.
 

@@ -31,6 +31,7 @@ from src.data.classes import CLASS_NAMES
 from src.errors import RakutenError
 from src.models.branch import CLASSES
 from src.models.fusion import FusedModel
+from src.models.profile import PROFILE_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +178,8 @@ def log_packaged(packaged_dir: Path, name: str, tags: Mapping[str, str]) -> Mode
 
     The fused branches `package` saved are logged again through `mlflow.pyfunc.log_model`, with
     the same code, signature, example and requirements, so MLflow writes the model's metadata.
+    The reference profile `rakuten fuse` wrote beside them goes to the logged model's artifacts
+    too: every version registered from it carries the reference its drift checks compare with.
     """
     fused = fused_model_dir(packaged_dir)
     if not fused.is_dir():
@@ -184,6 +187,11 @@ def log_packaged(packaged_dir: Path, name: str, tags: Mapping[str, str]) -> Mode
     info: ModelInfo = mlflow.pyfunc.log_model(
         name=name, tags=dict(tags), model_type="fused", **_pyfunc_model(fused)
     )
+    profile = packaged_dir / PROFILE_FILE
+    if profile.is_file():
+        mlflow.MlflowClient().log_model_artifact(info.model_id, str(profile))
+    else:
+        logger.warning("%s has no %s: its drift cannot be checked", packaged_dir, PROFILE_FILE)
     logger.info("model %s logged to run %s", info.model_id, info.run_id)
     return info
 

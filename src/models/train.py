@@ -13,14 +13,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+import numpy as np
+import pandas as pd
+
 from src.config import Params
-from src.data.io import raw_version, write_json
+from src.data.io import raw_version, read_raw_csv, write_json
+from src.data.layout import X_TRAIN_FILE
 from src.errors import RakutenError
 from src.models import evaluate as evaluation
-from src.models.branch import ACCELERATED, Branch, branch_class
+from src.models.branch import ACCELERATED, CLASSES, Branch, branch_class
 from src.models.data import load_split
 from src.models.fusion import FusedModel, fit_fusion
 from src.models.packaged import fused_model_dir, package
+from src.models.profile import PROFILE_FILE, input_features, reference_profile
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +92,34 @@ def fuse_branches(
     val = load_split(processed_dir, raw_dir, "val")
     fused = fit_fusion(branches, val, params.fusion.weight_step)
     package(fused, params.make_dataset.lowercase, models_dir / PACKAGED_DIR)
+    # Inside the packaged model, so the profile is an artifact of every version made from it.
+    profile = training_profile(processed_dir, raw_dir, fused, val, params.drift.length_bins)
+    write_json(models_dir / PACKAGED_DIR / PROFILE_FILE, profile)
     return {"weights": fused.weights, "packaged": str(models_dir / PACKAGED_DIR)}
+
+
+def training_profile(
+    processed_dir: Path, raw_dir: Path, fused: FusedModel, val: pd.DataFrame, length_bins: int
+) -> dict[str, Any]:
+    """The model's reference profile: the raw training listings, its predictions on val."""
+    train = load_split(processed_dir, raw_dir, "train")
+    # Lengths and HTML of the text as received (a batch's stored inputs are raw), not cleaned.
+    raw = read_raw_csv(raw_dir / X_TRAIN_FILE)
+    raw.index = raw.index.astype("int64")  # read as text; row_index is the same number
+    raw = raw.loc[train["row_index"]]
+    features = input_features(
+        raw["designation"].reset_index(drop=True),
+        raw["description"].reset_index(drop=True),
+        train["image"].notna().to_numpy(),
+    )
+    proba = fused.predict_proba(val)
+    return reference_profile(
+        features,
+        train["prdtypecode"].to_numpy(),
+        CLASSES[np.argmax(proba, axis=1)],
+        np.max(proba, axis=1),
+        length_bins,
+    )
 
 
 def evaluate_models(

@@ -126,6 +126,54 @@ BATCH_TYPE_SHARE: Final = Metric(
     "Share of the last batch predicted as each product type",
     ("version", "prdtypecode"),
 )
+DRIFT_DETECTED: Final = Metric(
+    "rakuten_drift_detected", "1 when the last checked batch drifted from its reference, else 0"
+)
+DRIFT_PREDICTED_PSI: Final = Metric(
+    "rakuten_drift_predicted_psi",
+    "Bias-corrected PSI of the last checked batch's predicted types against the reference",
+)
+DRIFT_PREDICTED_JS: Final = Metric(
+    "rakuten_drift_predicted_js_distance",
+    "Jensen-Shannon distance (base 2) of the last checked batch's predicted types",
+)
+DRIFT_PSI_THRESHOLD: Final = Metric(
+    "rakuten_drift_psi_threshold", "The predicted-type PSI threshold (params.yaml drift)"
+)
+DRIFT_LENGTH_PSI: Final = Metric(
+    "rakuten_drift_length_psi",
+    "Bias-corrected PSI of the text lengths (feature: designation, description)",
+    ("feature",),
+)
+DRIFT_INPUT_SHARE: Final = Metric(
+    "rakuten_drift_input_ratio",
+    "Share of listings with a missing description, a missing photo or HTML, in the batch and "
+    "in the reference (source)",
+    ("feature", "source"),
+)
+DRIFT_CONFIDENCE: Final = Metric(
+    "rakuten_drift_confidence_mean_ratio",
+    "Mean top probability over the batch, and on val for the reference (source)",
+    ("source",),
+)
+REALISED_F1: Final = Metric(
+    "rakuten_realised_f1_ratio",
+    "The model's F1 on the late labels of its newest labelled batch day, weighted or macro",
+    ("average",),
+)
+REALISED_ACCURACY: Final = Metric(
+    "rakuten_realised_accuracy_ratio", "Accuracy on the same labelled products"
+)
+REALISED_LABELLED: Final = Metric(
+    "rakuten_realised_labelled_products", "Labelled products behind the realised scores"
+)
+REALISED_FLOOR: Final = Metric(
+    "rakuten_realised_weighted_f1_floor_ratio",
+    "The floor of the realised weighted F1 (params.yaml gate.min_weighted_f1)",
+)
+RETRAIN_REQUESTS: Final = Metric(
+    "rakuten_retrain_requests", "Retrainings the closed loop has asked for, in all"
+)
 
 METRICS: Final = (
     STEP_DURATION,
@@ -153,6 +201,18 @@ METRICS: Final = (
     BATCH_PREDICTIONS,
     BATCH_MEAN_PROBABILITY,
     BATCH_TYPE_SHARE,
+    DRIFT_DETECTED,
+    DRIFT_PREDICTED_PSI,
+    DRIFT_PREDICTED_JS,
+    DRIFT_PSI_THRESHOLD,
+    DRIFT_LENGTH_PSI,
+    DRIFT_INPUT_SHARE,
+    DRIFT_CONFIDENCE,
+    REALISED_F1,
+    REALISED_ACCURACY,
+    REALISED_LABELLED,
+    REALISED_FLOOR,
+    RETRAIN_REQUESTS,
 )
 
 
@@ -309,6 +369,44 @@ def _predict_batch(metrics: StepMetrics, summary: Summary) -> None:
         metrics.set(BATCH_TYPE_SHARE, float(share), version=version, prdtypecode=str(code))
 
 
+def _drift(metrics: StepMetrics, summary: Summary) -> None:
+    """The drift check's scores (only the latest day: dates never become labels)."""
+    from src.monitoring.drift import DRIFT
+
+    metrics.set(STEP_INPUT_ROWS, summary["rows"])
+    metrics.set(DRIFT_DETECTED, summary["verdict"] == DRIFT)
+    metrics.set(DRIFT_PSI_THRESHOLD, summary["thresholds"]["psi_threshold"])
+    if summary["predicted_psi"] is None:  # too few rows: nothing was scored
+        return
+    metrics.set(DRIFT_PREDICTED_PSI, summary["predicted_psi"])
+    metrics.set(DRIFT_PREDICTED_JS, summary["predicted_js"])
+    for feature, psi in summary["length_psi"].items():
+        if psi is not None:
+            metrics.set(DRIFT_LENGTH_PSI, psi, feature=feature)
+    for feature, values in summary["rates"].items():
+        for source in ("batch", "reference"):
+            metrics.set(DRIFT_INPUT_SHARE, values[source], feature=feature, source=source)
+    for source, confidence in summary["confidence"].items():
+        if source in ("batch", "reference") and confidence is not None:
+            metrics.set(DRIFT_CONFIDENCE, confidence, source=source)
+
+
+def _performance(metrics: StepMetrics, summary: Summary) -> None:
+    """The realised scores of the newest labelled batch day, beside the floor they answer to."""
+    if not summary["days"]:
+        return
+    latest = summary["days"][-1]
+    for average in ("weighted", "macro"):
+        metrics.set(REALISED_F1, latest[f"{average}_f1"], average=average)
+    metrics.set(REALISED_ACCURACY, latest["accuracy"])
+    metrics.set(REALISED_LABELLED, latest["labelled"])
+    metrics.set(REALISED_FLOOR, summary["weighted_f1_floor"])
+
+
+def _retrain(metrics: StepMetrics, summary: Summary) -> None:
+    metrics.set(RETRAIN_REQUESTS, summary["requests"])
+
+
 Recorder = Callable[[StepMetrics, Summary, float], None]
 
 
@@ -328,4 +426,7 @@ RECORDERS: Final[dict[str, Recorder]] = {
     "promote": _promote,
     "rollback": _champion_moved,
     "predict_batch": _untimed(_predict_batch),
+    "drift": _untimed(_drift),
+    "performance": _untimed(_performance),
+    "retrain": _untimed(_retrain),
 }

@@ -64,6 +64,7 @@ CHALLENGER: Final = "challenger"
 CHAMPION: Final = "champion"
 AUDIT_EXPERIMENT: Final = f"{MODEL_NAME}-audit"
 GATE_FILE: Final = "gate.json"
+RETRAIN_REASON_TAG: Final = "retrain_reason"  # why a training ran (the closed loop's finding)
 DESCRIPTION: Final = (
     "Rakuten France product-type classifier: 27 prdtypecodes from a listing's text and photo "
     "(late fusion of branches). @champion serves; @challenger awaits the gate."
@@ -179,9 +180,17 @@ def _registered_by_airflow_run(client: MlflowClient, context: Mapping[str, str])
 
 
 def register(
-    client: MlflowClient, paths: TrainingPaths, params: Params, environ: Mapping[str, str]
+    client: MlflowClient,
+    paths: TrainingPaths,
+    params: Params,
+    environ: Mapping[str, str],
+    reason: str | None = None,
 ) -> dict[str, Any]:
-    """Track a pipeline run and register its model as @challenger (once per Airflow run)."""
+    """Track a pipeline run and register its model as @challenger (once per Airflow run).
+
+    `reason` (why this training ran, e.g. the drift that triggered it) becomes the tag
+    `retrain_reason` of the run and of the version.
+    """
     earlier = _registered_by_airflow_run(client, airflow_context(environ))
     if earlier is None:
         training = log_training(client, paths, params, environ)
@@ -198,6 +207,9 @@ def register(
         version, run_id = earlier, str(found.run_id)
         model_id = str(found.source).removeprefix("models:/")  # the source is the LoggedModel
         scores = {k: float(v) for k, v in found.tags.items() if k.startswith("test_")}
+    if reason:
+        client.set_tag(run_id, RETRAIN_REASON_TAG, reason)
+        client.set_model_version_tag(MODEL_NAME, version, RETRAIN_REASON_TAG, reason)
     return {
         "model": MODEL_NAME,
         "version": version,
@@ -206,6 +218,7 @@ def register(
         "model_id": model_id,
         "scores": scores,
         "reused": earlier is not None,
+        "reason": reason,
     }
 
 

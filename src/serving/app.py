@@ -45,7 +45,7 @@ from src.db.api_keys import server_secret
 from src.db.engine import DatabaseError, make_engine
 from src.db.queries import LatestPrediction, NotFoundError, latest_prediction
 from src.db.store import ModelRef, record_api_request
-from src.serving import datasets, lifecycle_routes, pages, training_runs
+from src.serving import datasets, labels, lifecycle_routes, pages, training_runs
 from src.serving.auth import AUTH_ERRORS, Caller, KeyChecker, Predictor
 from src.serving.metrics import ApiMetrics
 from src.serving.model import ModelSlot, ServedModel
@@ -316,7 +316,7 @@ class RequestSizeLimit:
     """Refuse a body over `limit` bytes (`upload_limit` for dataset uploads) with 413, or one of
     unknown length with 411, before reading it."""
 
-    UPLOAD_PATHS = frozenset({"/datasets", "/ui/datasets"})
+    UPLOAD_PATHS = frozenset({"/datasets", "/ui/datasets", "/labels"})
 
     def __init__(self, app: ASGIApp, limit: int, upload_limit: int) -> None:
         self.app = app
@@ -394,6 +394,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(router)
     app.include_router(lifecycle_routes.router)
     app.include_router(datasets.router)
+    app.include_router(labels.router)
     app.include_router(training_runs.router)
     app.include_router(pages.router)
     pages.mount(app, hmac_key)

@@ -57,7 +57,7 @@ class UploadError(ValueError):
     """An upload that cannot be stored as it is (the 422's reason)."""
 
 
-def _copy(source: IO[bytes], dest: Path, limit: int) -> tuple[str, int]:
+def copy_limited(source: IO[bytes], dest: Path, limit: int) -> tuple[str, int]:
     """Copy a stream to `dest`, hashing it; refuse past `limit` bytes."""
     digest, size = hashlib.sha256(), 0
     with dest.open("wb") as out:
@@ -98,7 +98,7 @@ def unpack_photos(archive_path: Path, dataset_dir: Path, max_bytes: int) -> dict
                 continue
             # The sizes in a zip's directory are claims: the copy counts the real bytes.
             with archive.open(info) as source:
-                sha, size = _copy(source, images / match[1], left)
+                sha, size = copy_limited(source, images / match[1], left)
             left -= size
             files[f"{TRAIN_IMAGE_DIR}/{match[1]}"] = {"sha256": sha, "bytes": size}
     return files
@@ -122,8 +122,8 @@ def store_upload(
     final: Path | None = None
     try:
         files = {
-            X_TRAIN_FILE: _file_entry(*_copy(x_file, tmp / X_TRAIN_FILE, limit)),
-            Y_TRAIN_FILE: _file_entry(*_copy(y_file, tmp / Y_TRAIN_FILE, limit)),
+            X_TRAIN_FILE: _file_entry(*copy_limited(x_file, tmp / X_TRAIN_FILE, limit)),
+            Y_TRAIN_FILE: _file_entry(*copy_limited(y_file, tmp / Y_TRAIN_FILE, limit)),
         }
         try:
             checked = validate_raw(
@@ -138,7 +138,7 @@ def store_upload(
             raise UploadError("no row keeps to the data contract: nothing to store")
         if photos is not None:
             zipped = tmp / ".photos.zip"
-            _copy(photos, zipped, limit)
+            copy_limited(photos, zipped, limit)
             files |= unpack_photos(zipped, tmp, MAX_UNPACKED_FACTOR * limit)
             zipped.unlink()
         checked.quarantine.to_csv(tmp / QUARANTINE_FILE, index=False)

@@ -119,3 +119,11 @@ class Readiness(BaseModel):
     ready: bool
     model: ModelInfo | None
     problem: str | None
+
+
+class LabelsUpload(BaseModel):
+    """Late labels stored by POST /labels."""
+
+    source: str = Field(description="The file's name under RAKUTEN_INCOMING_DIR/labels/")
+    labels: int = Field(description="Labels in the file")
+    new: int = Field(description="Labels not stored before from this file")

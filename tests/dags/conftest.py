@@ -3,7 +3,8 @@
 Airflow and the project live in two environments (DESIGN §4): the tests, in the project's, run
 Airflow's CLI and scripts as subprocesses, with an AIRFLOW_HOME of their own. `standalone` is
 what `make airflow` starts, once per session: `airflow standalone` on free ports of 127.0.0.1,
-with a real `mlflow server` and a SQLite predictions store, on small synthetic data.
+with a real `mlflow server`, a PostgreSQL predictions store and a real Pushgateway, on small
+synthetic data.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from src.db.engine import make_engine
 from src.db.migrate import upgrade
 from src.db.models import ModelVersion, PredictionBatch
 from src.models.packaged import MODEL_NAME
+from tests.db.postgres import fresh_database
 from tests.servers import Server, free_port, started, started_mlflow_server, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -237,19 +239,27 @@ class Standalone:
 
 @pytest.fixture(scope="session")
 def standalone(
-    airflow_bin: Path, mlflow_template: Path, tmp_path_factory: pytest.TempPathFactory
+    airflow_bin: Path,
+    mlflow_template: Path,
+    postgres_server: str,
+    pushgateway: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Standalone]:
-    """`make airflow` for the tests: `airflow standalone` on free ports of 127.0.0.1, signed in."""
+    """`make airflow` for the tests: `airflow standalone` on free ports of 127.0.0.1, signed in,
+    its tasks on a PostgreSQL store and pushing to the session's Pushgateway."""
     root = tmp_path_factory.mktemp("standalone")
     (root / "mlflow").mkdir()
-    store_url = f"sqlite:///{root / 'predictions.db'}"
-    upgrade(store_url)
-    with started_mlflow_server(root / "mlflow", mlflow_template) as mlflow_server:
+    with (
+        started_mlflow_server(root / "mlflow", mlflow_template) as mlflow_server,
+        fresh_database(postgres_server) as store_url,
+    ):
+        upgrade(store_url)
         port = free_port()
         environment = {
             **airflow_environment(
                 root / "airflow", deployment_settings(root, mlflow_server.url, store_url)
             ),
+            "RAKUTEN_PUSHGATEWAY_URL": pushgateway,
             "AIRFLOW__API__PORT": str(port),
             # Where the executor's task processes report: the API server, on that port.
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",

@@ -31,6 +31,8 @@ def _task(task: Any) -> dict[str, Any]:
         "retries": task.retries,
         "retry_exponential_backoff": bool(task.retry_exponential_backoff),
         "skip_on_exit_code": sorted(getattr(task, "skip_on_exit_code", None) or []),
+        "trigger_dag_id": getattr(task, "trigger_dag_id", None),
+        "skip_when_already_exists": getattr(task, "skip_when_already_exists", None),
     }
 
 

@@ -74,6 +74,7 @@ def test_training_runs_nightly_in_paris_with_a_trigger_form(facts: dict[str, Any
         "epochs",
         "promotion",
         "force",
+        "reason",
     }
     branches = dag["params"]["branches"]
     assert branches["items"]["enum"] == ["text_tfidf", "text_cnn", "image_cnn"]
@@ -94,6 +95,7 @@ def test_training_runs_nightly_in_paris_with_a_trigger_form(facts: dict[str, Any
         "epochs": None,
         "promotion": None,
         "force": False,
+        "reason": None,
     }
     for name, schema in dag["params"].items():
         assert name == "force" or "null" in schema["type"], name
@@ -129,5 +131,21 @@ def test_batch_predictions_follow_promotions_and_run_daily(facts: dict[str, Any]
     assert dag["cron"]["expression"] == "0 6 * * *"
     assert dag["cron"]["timezone"] == "Europe/Paris"
     tasks = dag["tasks"]
-    assert tasks["score_champion"]["downstream"] == ["agreement", "score_challenger"]
+    assert tasks["score_champion"]["downstream"] == [
+        "agreement",
+        "drift",
+        "performance",
+        "score_challenger",
+    ]
     assert tasks["score_challenger"]["downstream"] == ["agreement"]
+
+
+def test_the_batch_dag_closes_the_loop_by_triggering_training(facts: dict[str, Any]) -> None:
+    tasks = facts["dags"]["rakuten_batch_predict"]["tasks"]
+    assert tasks["drift"]["downstream"] == tasks["performance"]["downstream"] == ["retrain"]
+    assert tasks["retrain"]["downstream"] == ["training_request"]
+    assert tasks["training_request"]["downstream"] == ["trigger_training"]
+    trigger = tasks["trigger_training"]
+    assert trigger["type"] == "TriggerDagRunOperator"
+    assert trigger["trigger_dag_id"] == "rakuten_training"
+    assert trigger["skip_when_already_exists"] is True

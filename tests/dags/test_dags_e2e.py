@@ -139,7 +139,10 @@ def test_the_batch_dag_scores_new_listings_and_shadow_scores_with_the_challenger
     )
     new.to_csv(incoming / "new-products.csv")
     states, logs = _dag_test(deployment, "rakuten_batch_predict", NEW_DAY.isoformat())
-    assert set(states.values()) == {"success"}, states
+    # Two new listings are too few to speak of drift: the loop asks for no retraining.
+    loop = {"retrain", "training_request", "trigger_training"}
+    assert {state for task, state in states.items() if task not in loop} == {"success"}, states
+    assert {states[task] for task in loop} == {"skipped"}, states
     on_new_day = [b for b in batches(deployment.store_url) if b[0] == NEW_DAY]
     test_rows = PARAMS["synthetic"]["test_rows"]
     # The champion scores only what it has not scored yet; the challenger, new, scores it all.

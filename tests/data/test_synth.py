@@ -22,7 +22,7 @@ from src.data.classes import PRDTYPECODES, TRAIN_COUNTS
 from src.data.layout import X_TEST_FILE as X_TEST
 from src.data.layout import X_TRAIN_FILE as X_TRAIN
 from src.data.layout import Y_TRAIN_FILE as Y_TRAIN
-from src.data.synth import class_allocation, synthesize
+from src.data.synth import Shift, class_allocation, synthesize
 from src.errors import RakutenError
 
 IMAGE_NAME = re.compile(r"^image_(\d+)_product_(\d+)\.jpg$")
@@ -265,3 +265,25 @@ def test_cli_reports_a_bad_output_folder_in_one_line(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1].startswith("error:")
     assert "Traceback" not in done.stderr
+
+
+def test_a_shifted_catalogue_skews_the_classes_and_drops_descriptions_and_photos(
+    tmp_path: Path,
+) -> None:
+    shift = Shift(skew_classes=(10, 40), skew_share=0.8, no_description=0.9, missing_photos=0.9)
+    summary = synthesize(
+        tmp_path / "shifted", rows=1000, test_rows=0, image_size=8, seed=5, workers=1, shift=shift
+    )
+    labels = pd.read_csv(tmp_path / "shifted" / Y_TRAIN, index_col=0)["prdtypecode"]
+    shares = labels.value_counts(normalize=True)
+    assert shares[10] + shares[40] == pytest.approx(0.8 + 0.2 * 0.066, abs=0.01)
+    listings = pd.read_csv(tmp_path / "shifted" / X_TRAIN, index_col=0)
+    assert listings["description"].isna().mean() == pytest.approx(0.9, abs=0.04)
+    assert summary.images_missing / 1000 == pytest.approx(0.9, abs=0.04)
+
+
+def test_a_shift_refuses_unknown_types_and_shares_outside_0_1() -> None:
+    with pytest.raises(RakutenError, match="unknown prdtypecode"):
+        Shift(skew_classes=(11,))
+    with pytest.raises(RakutenError, match="between 0 and 1"):
+        Shift(no_description=1.5)

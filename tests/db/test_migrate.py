@@ -19,10 +19,14 @@ TABLES = {
     "datasets",
     "api_requests",
     "dataset_versions",
+    "drift_reports",
+    "late_labels",
     "model_versions",
     "prediction_batches",
     "predictions",
     "products",
+    "realised_performance",
+    "retrain_requests",
 }
 
 

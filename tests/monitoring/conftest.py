@@ -1,6 +1,7 @@
-"""A real Pushgateway and a real Prometheus (Debian's binaries), once per test session.
+"""A real Prometheus (Debian's binary) scraping the session's real Pushgateway (`pushgateway`
+in tests/conftest.py, shared with the DAG tests), once per test session.
 
-Both listen on free ports of 127.0.0.1; Prometheus runs the repository's scrape jobs and alert
+It listens on a free port of 127.0.0.1 and runs the repository's scrape jobs and alert
 rules (src/monitoring/local.py) with a 1 s scrape interval, so that a pushed metric is queryable
 a second or two later.
 """
@@ -31,23 +32,6 @@ def _binary(name: str) -> str:
     if path is None:
         pytest.skip(f"{name} is not installed (Debian package {name}; .ci/run installs it)")
     return path
-
-
-@pytest.fixture(scope="session")
-def pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The URL of a real Pushgateway."""
-    binary = _binary("prometheus-pushgateway")
-    root = tmp_path_factory.mktemp("pushgateway")
-    port = free_port()
-    # Debian's build persists to /var/lib/prometheus by default: keep the tests' metrics apart.
-    command = [
-        binary,
-        f"--web.listen-address=127.0.0.1:{port}",
-        f"--persistence.file={root / 'pushgateway.metrics'}",
-    ]
-    with started(command, root / "pushgateway.log", dict(os.environ)) as process:
-        server = Server(process, f"http://127.0.0.1:{port}", root / "pushgateway.log")
-        yield wait_until_healthy(server, "/-/ready")
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,17 @@ from src.data.synth import synthesize
 from src.errors import RakutenError
 from src.models.packaged import CHAMPION_URI, MODEL_NAME, load
 from src.models.predict import model_inputs
+from src.models.profile import PROFILE_FILE
 from src.models.train import evaluate_models, fuse_branches, train_branches
-from src.registry.lifecycle import AUDIT_EXPERIMENT, champion_history, promote, register, rollback
+from src.registry.lifecycle import (
+    AUDIT_EXPERIMENT,
+    RETRAIN_REASON_TAG,
+    champion_history,
+    promote,
+    register,
+    rollback,
+)
+from src.registry.reference import reference_profile
 from src.registry.tracking import (
     EXPERIMENT,
     EXPERIMENT_KIND_TAG,
@@ -252,6 +261,9 @@ def test_the_model_lifecycle(
     registered = _ok(rakuten("register", params_file=first_params, paths=first))
     assert registered["version"] == "1" and registered["alias"] == "challenger"
     _check_tracking(client, "1", first)
+    # The version carries the reference profile `rakuten fuse` packaged (the drift checks').
+    packaged_profile = json.loads((first.packaged_dir / PROFILE_FILE).read_text())
+    assert reference_profile(client, MODEL_NAME, "1") == packaged_profile
     gate = _ok(rakuten("validate", **gate_on))
     assert gate["decision"] == "passed" and gate["champion_version"] is None
     assert gate["comparison"] is None
@@ -293,7 +305,15 @@ def test_the_model_lifecycle(
 
     # 3. A better one passes; under manual approval the pipeline only asks, a person promotes.
     manual = _write_params(tmp_path / "manual.yaml", _params(ROWS["better"], "manual"))
-    assert _ok(rakuten("register", params_file=better_params, paths=better))["version"] == "3"
+    # Registered as a retraining the closed loop asked for: the reason is on the run and version.
+    reason = "drift on 2026-05-04: missing_description rate 0.950 vs 0.350 in the reference"
+    retrained = _ok(
+        rakuten("register", "--reason", reason, params_file=better_params, paths=better)
+    )
+    assert retrained["version"] == "3" and retrained["reason"] == reason
+    v3 = client.get_model_version(MODEL_NAME, "3")
+    assert v3.tags[RETRAIN_REASON_TAG] == client.get_run(v3.run_id).data.tags[RETRAIN_REASON_TAG]
+    assert v3.tags[RETRAIN_REASON_TAG] == reason
     # The gate also scores a labelled dataset the user supplies, in the hub's layout.
     supplied = tmp_path / "validation"
     synthesize(supplied, rows=150, test_rows=0, images=False, seed=11, workers=1)

@@ -43,6 +43,7 @@ ADMIN_MOVES = [
     ("POST", "/models/2/promote"),
     ("POST", "/models/rollback"),
     ("POST", "/datasets"),
+    ("POST", "/labels"),
     ("POST", "/training-runs"),
     ("GET", "/training-runs/some-run"),
 ]

@@ -8,14 +8,13 @@ import io
 import json
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from src.cli.main import app
@@ -25,33 +24,13 @@ from src.data.ingest import read_manifest
 from src.data.io import read_raw_csv
 from src.data.layout import TRAIN_IMAGE_DIR, X_TRAIN_FILE, Y_TRAIN_FILE
 from src.db.engine import make_engine
-from src.db.models import Base, Dataset
+from src.db.models import Dataset
 from src.errors import DataSourceError
 from src.serving.app import create_app
 from tests.serving.conftest import api_settings, new_key
 from tests.trained_registry import Registry
 
 ROWS = 60
-
-
-@pytest.fixture
-def incoming(tmp_path: Path) -> Path:
-    """The test's incoming folder."""
-    return tmp_path / "incoming"
-
-
-@pytest.fixture
-def admin(registry: Registry, store_url: str, incoming: Path) -> Iterator[TestClient]:
-    """The API with an admin key, its uploads under the test's incoming folder."""
-    settings = api_settings(registry, store_url, incoming_dir=incoming)
-    with TestClient(create_app(settings)) as client:
-        client.headers["X-API-Key"] = new_key(store_url, "admin")
-        yield client
-    engine = make_engine(store_url)
-    with engine.begin() as connection:
-        for table in reversed(Base.metadata.sorted_tables):
-            connection.execute(delete(table))
-    engine.dispose()
 
 
 def _csv(frame: pd.DataFrame) -> bytes:
@@ -95,12 +74,12 @@ def _left_in(incoming: Path) -> list[str]:
 
 
 def test_an_upload_is_checked_stored_with_its_manifest_and_listed(
-    admin: TestClient, registry: Registry, incoming: Path, store_url: str
+    uploader: TestClient, registry: Registry, incoming: Path, store_url: str
 ) -> None:
     x, y = _labelled(registry)
     photos = _photo_zip(registry, x)
 
-    stored = _upload(admin, "validation", _csv(x), _csv(y), photos)
+    stored = _upload(uploader, "validation", _csv(x), _csv(y), photos)
 
     assert stored.status_code == 201, stored.text
     record = stored.json()
@@ -115,9 +94,9 @@ def test_an_upload_is_checked_stored_with_its_manifest_and_listed(
     assert sorted(quarantine["reason"].str.contains("blank|product-type").tolist()) == [True] * 2
     assert not [p for p in (incoming / "datasets" / "validation").iterdir() if p != folder]
 
-    listed = admin.get("/datasets", params={"purpose": "validation"}).json()
+    listed = uploader.get("/datasets", params={"purpose": "validation"}).json()
     assert [d["id"] for d in listed] == [record["id"]]
-    assert admin.get("/datasets", params={"purpose": "training"}).json() == []
+    assert uploader.get("/datasets", params={"purpose": "training"}).json() == []
     engine = make_engine(store_url)
     with engine.connect() as connection:
         assert connection.execute(select(Dataset.api_key_id)).scalar_one() is not None
@@ -133,7 +112,7 @@ def test_an_upload_is_checked_stored_with_its_manifest_and_listed(
     ],
 )
 def test_a_dangerous_zip_is_refused_and_leaves_nothing(
-    admin: TestClient,
+    uploader: TestClient,
     registry: Registry,
     incoming: Path,
     entry: str,
@@ -145,20 +124,20 @@ def test_a_dangerous_zip_is_refused_and_leaves_nothing(
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr(entry, content)
 
-    refused = _upload(admin, "training", _csv(x), _csv(y), buffer.getvalue())
+    refused = _upload(uploader, "training", _csv(x), _csv(y), buffer.getvalue())
 
     assert refused.status_code == 422 and reason in refused.json()["detail"]
     assert _left_in(incoming) == []
-    assert admin.get("/datasets").json() == []
+    assert uploader.get("/datasets").json() == []
 
 
 def test_a_structural_break_is_named_and_nothing_is_stored(
-    admin: TestClient, registry: Registry, incoming: Path
+    uploader: TestClient, registry: Registry, incoming: Path
 ) -> None:
     x, y = _labelled(registry)
-    refused = _upload(admin, "training", _csv(x.drop(columns=["designation"])), _csv(y))
+    refused = _upload(uploader, "training", _csv(x.drop(columns=["designation"])), _csv(y))
     assert refused.status_code == 422 and "designation" in refused.json()["detail"]
-    bad_purpose = _upload(admin, "fun", _csv(x), _csv(y))
+    bad_purpose = _upload(uploader, "fun", _csv(x), _csv(y))
     assert bad_purpose.status_code == 422
     assert _left_in(incoming) == []
 
@@ -183,19 +162,19 @@ def test_uploads_need_admin_and_fit_the_upload_limit(
 
 
 def test_the_gate_scores_an_uploaded_validation_dataset(
-    admin: TestClient, registry: Registry
+    uploader: TestClient, registry: Registry
 ) -> None:
     x, y = _labelled(registry)
-    dataset = _upload(admin, "validation", _csv(x), _csv(y), _photo_zip(registry, x)).json()
-    training = _upload(admin, "training", _csv(x), _csv(y)).json()
-    assert admin.post("/models/1/validate", json={"dataset_id": 999}).status_code == 404
-    wrong = admin.post("/models/1/validate", json={"dataset_id": training["id"]})
+    dataset = _upload(uploader, "validation", _csv(x), _csv(y), _photo_zip(registry, x)).json()
+    training = _upload(uploader, "training", _csv(x), _csv(y)).json()
+    assert uploader.post("/models/1/validate", json={"dataset_id": 999}).status_code == 404
+    wrong = uploader.post("/models/1/validate", json={"dataset_id": training["id"]})
     assert wrong.status_code == 422 and "uploaded for training" in wrong.json()["detail"]
 
-    started = admin.post("/models/1/validate", json={"dataset_id": dataset["id"]})
+    started = uploader.post("/models/1/validate", json={"dataset_id": dataset["id"]})
     assert started.status_code == 202, started.text
     deadline = time.monotonic() + 300
-    while (job := admin.get(f"/jobs/{started.json()['id']}").json())["status"] in (
+    while (job := uploader.get(f"/jobs/{started.json()['id']}").json())["status"] in (
         "queued",
         "running",
     ):
@@ -207,7 +186,7 @@ def test_the_gate_scores_an_uploaded_validation_dataset(
 
 
 def test_a_training_upload_joins_the_catalogue_at_the_next_ingest(
-    admin: TestClient,
+    uploader: TestClient,
     registry: Registry,
     incoming: Path,
     tmp_path: Path,
@@ -228,8 +207,8 @@ def test_a_training_upload_joins_the_catalogue_at_the_next_ingest(
                 archive.write(
                     photo, f"image_train/image_{new['imageid']}_product_{new['productid']}.jpg"
                 )
-    uploaded = _upload(admin, "training", _csv(new_x), _csv(y), buffer.getvalue()).json()
-    _upload(admin, "validation", _csv(new_x), _csv(y))  # not for training: ingest leaves it
+    uploaded = _upload(uploader, "training", _csv(new_x), _csv(y), buffer.getvalue()).json()
+    _upload(uploader, "validation", _csv(new_x), _csv(y))  # not for training: ingest leaves it
 
     monkeypatch.setenv("RAKUTEN_INCOMING_DIR", str(incoming))
     get_settings.cache_clear()
