@@ -195,6 +195,7 @@ def _ingest_synthetic(params: Params, out: Path, current: Manifest | None) -> tu
             images=settings.images,
             image_size=settings.image_size,
             seed=settings.seed,
+            copies=settings.copies,
         )
         for entry in generated.iterdir():
             entry.rename(tmp / entry.name)
