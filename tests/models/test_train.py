@@ -12,6 +12,10 @@ from typing import Any
 import pandas as pd
 import pytest
 from PIL import Image
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.metrics import f1_score
+from sklearn.pipeline import make_pipeline
+from sklearn.svm import LinearSVC
 from typer.testing import CliRunner
 
 from src.cli.main import app
@@ -156,21 +160,47 @@ def test_cli_predict_writes_one_row_per_listing(
     assert json.loads(result.stdout.strip().splitlines()[-1])["with_photo"] > 150
 
 
-def test_sample_pipeline_fused_is_at_least_the_text_branch(
+# The pipeline before issue 18: branches fitted on train alone, fusion weights on a grid.
+TRAIN_ONLY_GRID = {"train": {"refit": []}, "fusion": {"combiner": "grid"}}
+
+
+def _sample_pipeline(sample: Path, processed: Path, out: Path, **blocks: Any) -> dict[str, Any]:
+    """Text and image branches trained, fused and scored on the pinned test split."""
+    train = {"branches": ["text_tfidf", "image_cnn"], **blocks.pop("train", {})}
+    image = {**FAST_IMAGE, "epochs": 2, "image_size": 32}
+    params = _params(**{"image_cnn": image, **blocks}, train=train)
+    train_branches(processed, sample, out / "models", params)
+    fusion = fuse_branches(processed, sample, out / "models", params)
+    return {**evaluate_models(processed, sample, out / "models", out / "reports"), **fusion}
+
+
+def _plain_tfidf_svc(processed: Path) -> float:
+    """Weighted F1 on test of a plain TF-IDF + LinearSVC fitted on every non-test row."""
+    labelled = pd.concat([pd.read_parquet(processed / f"{s}.parquet") for s in ("train", "val")])
+    test = pd.read_parquet(processed / "test.parquet")
+    model = make_pipeline(TfidfVectorizer(sublinear_tf=True), LinearSVC(random_state=0))
+    model.fit(labelled["text"], labelled["prdtypecode"])
+    return float(f1_score(test["prdtypecode"], model.predict(test["text"]), average="weighted"))
+
+
+def test_on_the_real_sample_the_fused_model_beats_yesterdays_and_a_plain_svc(
     rakuten_sample: Path, tmp_path: Path
 ) -> None:
     processed = _processed(rakuten_sample, tmp_path)
-    params = _params(
-        train={"branches": ["text_tfidf", "image_cnn"]},
-        image_cnn={**FAST_IMAGE, "epochs": 2, "image_size": 32},
+    today = _sample_pipeline(rakuten_sample, processed, tmp_path / "today")
+    before = _sample_pipeline(rakuten_sample, processed, tmp_path / "before", **TRAIN_ONLY_GRID)
+    fused = today["scores"]["fused"]["weighted_f1"]
+    assert fused >= before["scores"]["fused"]["weighted_f1"]
+    assert fused >= _plain_tfidf_svc(processed)
+    assert fused >= today["scores"]["text_tfidf"]["weighted_f1"]
+    assert today["scores"]["image_cnn"]["coverage"] < 0.2  # most rows have no photo: it abstains
+    summary = json.loads(
+        (tmp_path / "today" / "models" / "branches" / "text_tfidf" / "summary.json").read_text()
     )
-    models = tmp_path / "models"
-    train_branches(processed, rakuten_sample, models, params)
-    fuse_branches(processed, rakuten_sample, models, params)
-    summary = evaluate_models(processed, rakuten_sample, models, tmp_path / "reports")
-    scores = summary["scores"]
-    assert scores["fused"]["weighted_f1"] >= scores["text_tfidf"]["weighted_f1"]
-    assert scores["image_cnn"]["coverage"] < 0.2  # most sample rows have no photo: it abstains
+    assert summary["refit"]["rows"] == sum(
+        len(pd.read_parquet(processed / f"{s}.parquet")) for s in ("train", "val")
+    )
+    assert today["combiner"] in {"grid", "log_linear"} and before["combiner"] == "grid"
 
 
 def test_fuse_without_trained_branches_says_how_to_train(tmp_path: Path) -> None:
