@@ -25,17 +25,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from _measure import write_result
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.metrics import f1_score
-from sklearn.pipeline import make_pipeline
-from sklearn.svm import LinearSVC
 
 from src.config import MakeDatasetParams, Params
 from src.data.make_dataset import make_dataset
 from src.data.synth import synthesize
 from src.models.train import evaluate_models, fuse_branches, train_branches
+from tests.baselines import plain_tfidf_linearsvc
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "rakuten_sample"
 FAST_IMAGE = {"image_size": 48, "epochs": 6, "batch_size": 64, "augment": False}
@@ -48,14 +44,6 @@ VARIANTS = {
 def _params(blocks: dict[str, dict[str, Any]]) -> Params:
     base = Params().model_dump()
     return Params.model_validate({**base, **{k: {**base[k], **v} for k, v in blocks.items()}})
-
-
-def _plain(processed: Path) -> float:
-    labelled = pd.concat([pd.read_parquet(processed / f"{s}.parquet") for s in ("train", "val")])
-    test = pd.read_parquet(processed / "test.parquet")
-    model = make_pipeline(TfidfVectorizer(sublinear_tf=True), LinearSVC(random_state=0))
-    model.fit(labelled["text"], labelled["prdtypecode"])
-    return float(f1_score(test["prdtypecode"], model.predict(test["text"]), average="weighted"))
 
 
 def main() -> None:
@@ -105,7 +93,7 @@ def main() -> None:
             "weighted_f1": {k: round(v["weighted_f1"], 4) for k, v in scores.items()},
         }
     if not args.split_only:
-        results["plain_tfidf_linearsvc"] = round(_plain(processed), 4)
+        results["plain_tfidf_linearsvc"] = round(plain_tfidf_linearsvc(processed), 4)
     rows = None if args.data == "sample" else args.rows
     payload = {"data": args.data, "rows": rows, "copies": args.copies, **results}
     print(json.dumps(payload, indent=2))

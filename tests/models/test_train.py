@@ -12,10 +12,6 @@ from typing import Any
 import pandas as pd
 import pytest
 from PIL import Image
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.metrics import f1_score
-from sklearn.pipeline import make_pipeline
-from sklearn.svm import LinearSVC
 from typer.testing import CliRunner
 
 from src.cli.main import app
@@ -23,7 +19,10 @@ from src.config import MakeDatasetParams, Params
 from src.data.make_dataset import make_dataset
 from src.data.synth import synthesize
 from src.models.evaluate import CONFUSION_DIR, METRICS_FILE
+from src.models.fusion import FUSION_FILE
+from src.models.packaged import fused_model_dir
 from src.models.train import PACKAGED_DIR, evaluate_models, fuse_branches, train_branches
+from tests.baselines import plain_tfidf_linearsvc
 
 PRDTYPECODE_COLUMNS = ["prdtypecode", "label", "probability", "top3"]
 
@@ -78,6 +77,10 @@ def test_on_20000_synthetic_rows_the_fused_model_beats_each_branch(
     assert fused > metrics["text_tfidf"]["weighted_f1"]
     assert fused > metrics["image_cnn"]["weighted_f1"]
     assert metrics["image_cnn"]["coverage"] < 1 == metrics["fused"]["coverage"]
+    fusion = json.loads(
+        (fused_model_dir(synthetic_run["models"] / PACKAGED_DIR) / FUSION_FILE).read_text()
+    )
+    assert min(fusion["weights"].values()) > 0  # every branch has its say
     for name in metrics:
         assert (synthetic_run["reports"] / CONFUSION_DIR / f"{name}.png").is_file()
 
@@ -174,15 +177,6 @@ def _sample_pipeline(sample: Path, processed: Path, out: Path, **blocks: Any) ->
     return {**evaluate_models(processed, sample, out / "models", out / "reports"), **fusion}
 
 
-def _plain_tfidf_svc(processed: Path) -> float:
-    """Weighted F1 on test of a plain TF-IDF + LinearSVC fitted on every non-test row."""
-    labelled = pd.concat([pd.read_parquet(processed / f"{s}.parquet") for s in ("train", "val")])
-    test = pd.read_parquet(processed / "test.parquet")
-    model = make_pipeline(TfidfVectorizer(sublinear_tf=True), LinearSVC(random_state=0))
-    model.fit(labelled["text"], labelled["prdtypecode"])
-    return float(f1_score(test["prdtypecode"], model.predict(test["text"]), average="weighted"))
-
-
 def test_on_the_real_sample_the_fused_model_beats_yesterdays_and_a_plain_svc(
     rakuten_sample: Path, tmp_path: Path
 ) -> None:
@@ -191,7 +185,7 @@ def test_on_the_real_sample_the_fused_model_beats_yesterdays_and_a_plain_svc(
     before = _sample_pipeline(rakuten_sample, processed, tmp_path / "before", **TRAIN_ONLY_GRID)
     fused = today["scores"]["fused"]["weighted_f1"]
     assert fused >= before["scores"]["fused"]["weighted_f1"]
-    assert fused >= _plain_tfidf_svc(processed)
+    assert fused >= plain_tfidf_linearsvc(processed)
     assert fused >= today["scores"]["text_tfidf"]["weighted_f1"]
     assert today["scores"]["image_cnn"]["coverage"] < 0.2  # most rows have no photo: it abstains
     summary = json.loads(
