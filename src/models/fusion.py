@@ -11,7 +11,7 @@ on them (each branch's model fitted on train alone, before its refit on train + 
 Both minimise the log loss (a proper score: it rewards calibrated confidence, and unlike F1 it
 does not jump on a handful of rows). `auto` chooses between them by measurement: the lower mean
 log loss over `folds` cross-validation folds of the validation rows (each combiner fitted on the
-other folds), and keeps the grid on a tie.
+other folds), and keeps the grid on a tie; with a single branch it is the grid (weight 1).
 
 A branch that abstains for a product (a NaN row: an image branch without a usable photo) is left
 out of that product's mean or product, and the other branches' weights are renormalised (mean)
@@ -227,7 +227,9 @@ def choose_combiner(
     on every row, and what the choice measured."""
     losses = None
     combiner = params.combiner
-    if combiner == "auto":
+    if combiner == "auto" and len(held_out) == 1:
+        combiner = "grid"  # nothing to combine: the branch's own probabilities, weight 1
+    elif combiner == "auto":
         losses = cross_validated_losses(
             held_out, codes, params.weight_step, params.folds, params.seed
         )

@@ -134,6 +134,8 @@ def test_the_combiner_is_chosen_by_cross_validation_and_the_grid_kept_when_it_wi
     assert losses["grid"] < losses["log_linear"]
     combiner, weights, _ = choose_combiner({"a": first, "b": second}, codes, params)
     assert combiner == "grid" and sum(weights.values()) == pytest.approx(1)
+    alone = choose_combiner({"a": first}, codes, params)
+    assert alone[:2] == ("grid", {"a": 1.0})  # one branch: nothing to combine
     forced = choose_combiner({"a": first}, codes, FusionParams(combiner="log_linear"))
     assert forced[0] == "log_linear" and forced[2]["cross_validated_log_loss"] is None
 
