@@ -187,6 +187,10 @@ def get_settings() -> Settings:
     return Settings()
 
 
+# How make_dataset groups listings before splitting them (src/data/split.py).
+SplitGrouping = Literal["title", "title_description", "productid"]
+
+
 class _Block(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -198,6 +202,7 @@ class SyntheticParams(_Block):
     test_rows: int = Field(500, ge=0)
     images: bool = True
     image_size: int = Field(500, ge=8)
+    copies: float = Field(0.0, ge=0, lt=1)  # share of rows that copy an earlier listing's text
     seed: int = 0
 
 
@@ -207,6 +212,8 @@ class MakeDatasetParams(_Block):
     test_fraction: float = Field(0.15, gt=0, lt=1)
     val_fraction: float = Field(0.15, ge=0, lt=1)
     split_salt: str = Field("rakuten-split-v1", min_length=1)
+    # Listings split together: same normalised title (copies), title + description, or productid.
+    split_grouping: SplitGrouping = "title"
     lowercase: bool = True
     sample_rows: int | None = Field(None, gt=0)  # labelled rows kept (by productid hash); None: all
 
@@ -221,13 +228,18 @@ class TrainParams(_Block):
     """Which branches `rakuten train` fits (names from src/models/branch.py), and the seed."""
 
     branches: tuple[str, ...] = ("text_tfidf", "text_cnn", "image_cnn")
+    # Branches fitted again on train + val with the configuration (epoch count) val chose.
+    refit: tuple[str, ...] = ("text_tfidf",)
     seed: int = 0
 
 
 class FusionParams(_Block):
-    """Late fusion of the branches' probabilities, weights fitted on the validation split."""
+    """Late fusion of the branches' held-out validation probabilities (src/models/fusion.py)."""
 
+    combiner: Literal["auto", "grid", "log_linear"] = "auto"  # auto: chosen by cross-validation
     weight_step: float = Field(0.05, gt=0, le=0.5)  # grid step of the weight search
+    folds: int = Field(5, ge=2)  # cross-validation folds of the val rows that choose the combiner
+    seed: int = 0
 
 
 class GateParams(_Block):

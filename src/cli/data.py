@@ -26,6 +26,13 @@ def data_synth(
     image_size: int = typer.Option(None, min=8, help="Photo side in pixels (real: 500)."),
     images_zip: bool = typer.Option(False, "--zip/--no-zip", help="Also pack images_low.zip."),
     seed: int = typer.Option(None, help="Random seed; the same seed gives the same bytes."),
+    copies: float = typer.Option(
+        None,
+        min=0,
+        max=0.99,
+        help="Share of rows that copy an earlier listing's title (and half the time its "
+        "description) under a new productid, as the real catalogue does (default: params.yaml).",
+    ),
     workers: int = typer.Option(None, min=1, help="Processes (default: one per core)."),
     overwrite: bool = typer.Option(False, help="Replace OUT if it is not empty."),
     skew: str = typer.Option(
@@ -59,6 +66,7 @@ def data_synth(
         images=defaults.images if images is None else images,
         image_size=image_size or defaults.image_size,
         seed=defaults.seed if seed is None else seed,
+        copies=defaults.copies if copies is None else copies,
         images_zip=images_zip,
         workers=workers,
         overwrite=overwrite,

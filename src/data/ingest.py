@@ -318,6 +318,7 @@ def _ingest_synthetic(
             images=settings.images,
             image_size=settings.image_size,
             seed=settings.seed,
+            copies=settings.copies,
         )
         for entry in generated.iterdir():
             entry.rename(tmp / entry.name)

@@ -12,18 +12,28 @@ and the `make_dataset` parameters alone (no timestamps), as DVC expects.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any, Final
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from src.config import MakeDatasetParams
 from src.data.classes import PRDTYPECODES
 from src.data.images import OK
 from src.data.io import write_json, write_parquet
-from src.data.split import SPLITS, assign_splits, pinned_to_test, sample
+from src.data.split import (
+    SPLITS,
+    assign_splits,
+    copies_across_split,
+    group_keys,
+    pinned_to_test,
+    sample,
+    split_definition,
+)
 from src.data.validate import REPORT_FILE, check_raw
 from src.features.text import text_features
 
@@ -69,13 +79,18 @@ def make_dataset(
     if params.sample_rows is not None and params.sample_rows < len(labelled):
         labelled = labelled[sample(labelled["productid"], params.sample_rows, params.split_salt)]
         logger.info("sample of %d labelled rows kept (make_dataset.sample_rows)", len(labelled))
-    split = assign_splits(
-        labelled,
+    definition = split_definition(
         test_fraction=params.test_fraction,
         val_fraction=params.val_fraction,
         salt=params.split_salt,
+        grouping=params.split_grouping,
     )
-    metadata = {"raw_version": checked.version, "make_dataset": params.model_dump_json()}
+    split = assign_splits(labelled, **_split_args(definition))
+    metadata = {
+        "raw_version": checked.version,
+        "make_dataset": params.model_dump_json(),
+        "split_definition": json.dumps(definition, sort_keys=True),
+    }
     for name in SPLITS:
         part = labelled[split == name]
         write_parquet(out_dir / f"{name}.parquet", part, LABELLED_SCHEMA.with_metadata(metadata))
@@ -83,11 +98,23 @@ def make_dataset(
     write_parquet(out_dir / UNLABELLED_FILE, unlabelled, UNLABELLED_SCHEMA.with_metadata(metadata))
 
     pinned = pinned_to_test(
-        labelled["productid"], test_fraction=params.test_fraction, salt=params.split_salt
+        group_keys(labelled, params.split_grouping),
+        test_fraction=params.test_fraction,
+        salt=params.split_salt,
     )
+    by_productid = assign_splits(labelled, **_split_args({**definition, "grouping": "productid"}))
     report = {
         **checked.report,
-        "split": _split_report(labelled["prdtypecode"], split, pinned),
+        "split": {
+            "definition": definition,
+            **_split_report(labelled["prdtypecode"], split, pinned),
+            # Test listings with a copy (same normalised title) in train: split by productid
+            # alone (before grouping) and as configured (after).
+            "test_with_copy_in_train": {
+                "by_productid": copies_across_split(labelled, by_productid),
+                f"by_{params.split_grouping}": copies_across_split(labelled, split),
+            },
+        },
     }
     write_json(out_dir / REPORT_FILE, report)
     counts = {name: int((split == name).sum()) for name in SPLITS}
@@ -101,6 +128,23 @@ def make_dataset(
             "labelled": checked.report["labelled"]["images"],
             "unlabelled": checked.report["unlabelled"]["images"],
         },
+    }
+
+
+def split_definition_of(processed_dir: Path) -> dict[str, Any] | None:
+    """The split definition a processed dataset was made with (None: made before it was kept)."""
+    metadata = pq.read_schema(processed_dir / f"{SPLITS[-1]}.parquet").metadata or {}
+    recorded = metadata.get(b"split_definition")
+    return None if recorded is None else dict(json.loads(recorded))
+
+
+def _split_args(definition: dict[str, Any]) -> dict[str, Any]:
+    """`assign_splits`' keyword arguments from a split definition."""
+    return {
+        "test_fraction": definition["test_fraction"],
+        "val_fraction": definition["val_fraction"],
+        "salt": definition["salt"],
+        "grouping": definition["grouping"],
     }
 
 

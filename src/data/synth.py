@@ -119,6 +119,7 @@ class _Chunk(NamedTuple):
     images: bool
     image_size: int
     id_offset: int  # rows before this split, so ids stay unique across splits
+    copies: float  # share of rows that copy an earlier row's text (see `_copy_of`)
     shift: Shift = NO_SHIFT
 
 
@@ -342,7 +343,7 @@ def _image_file(
 def _make_chunk(chunk: _Chunk) -> list[_Row]:
     """Make one chunk of rows with its own seeded generator (so workers change nothing)."""
     rng = np.random.default_rng([chunk.seed, chunk.split, chunk.number])
-    rows = []
+    rows: list[_Row] = []
     for offset, code in enumerate(chunk.labels):
         productid, imageid = _ids(chunk.seed, chunk.id_offset + chunk.start + offset)
         language = "fr"
@@ -363,6 +364,11 @@ def _make_chunk(chunk: _Chunk) -> list[_Row]:
             designation = designation.replace(" ", " &amp; ", 1)
         if rng.random() < P_MOJIBAKE:
             designation, description = (_with_mojibake(rng, t) for t in (designation, description))
+        if chunk.copies:  # no draw without copies: the same seed still gives the same bytes
+            designation, description = _copy_of(rng, rows, code, chunk.copies, description) or (
+                designation,
+                description,
+            )
         missing = chunk.shift.missing_photos
         p_missing = P_IMAGE_MISSING if missing is None else missing
         image, corrupt = (
@@ -372,8 +378,33 @@ def _make_chunk(chunk: _Chunk) -> list[_Row]:
     return rows
 
 
+def _copy_of(
+    rng: np.random.Generator, earlier: list[_Row], code: int, copies: float, description: str
+) -> tuple[str, str] | None:
+    """With probability `copies`, the title of an earlier row of the same type in the chunk.
+
+    A copy is the same product listed again under another productid, as the real catalogue has
+    them: the same title, with the same description half of the time (its own, `description`,
+    otherwise).
+    """
+    if rng.random() >= copies:
+        return None
+    same_type = [row for row in earlier if row.prdtypecode == code]
+    if not same_type:
+        return None
+    original = same_type[int(rng.integers(len(same_type)))]
+    keep_description = rng.random() < 0.5
+    return original.designation, original.description if keep_description else description
+
+
 def _chunks(
-    rows: int, test_rows: int, seed: int, images: bool, image_size: int, shift: Shift = NO_SHIFT
+    rows: int,
+    test_rows: int,
+    seed: int,
+    images: bool,
+    image_size: int,
+    copies: float,
+    shift: Shift = NO_SHIFT,
 ) -> Iterator[_Chunk]:
     """The work, in output order: the train split's chunks, then the test split's."""
     for split, (count, id_offset) in enumerate(((rows, 0), (test_rows, rows))):
@@ -381,7 +412,16 @@ def _chunks(
         for index, start in enumerate(range(0, count, CHUNK_ROWS)):
             chunk_labels = tuple(int(c) for c in labels[start : start + CHUNK_ROWS])
             yield _Chunk(
-                split, index, start, chunk_labels, seed, images, image_size, id_offset, shift
+                split,
+                index,
+                start,
+                chunk_labels,
+                seed,
+                images,
+                image_size,
+                id_offset,
+                copies,
+                shift,
             )
 
 
@@ -419,6 +459,7 @@ def synthesize(
     images: bool = True,
     image_size: int = 500,
     seed: int = 0,
+    copies: float = 0.0,
     images_zip: bool = False,
     workers: int | None = None,
     overwrite: bool = False,
@@ -431,6 +472,8 @@ def synthesize(
     """
     if rows <= 0 or test_rows < 0:
         raise RakutenError(f"rows must be > 0 and test rows >= 0 (got {rows}, {test_rows})")
+    if not 0 <= copies < 1:
+        raise RakutenError(f"the share of copies must be in [0, 1) (got {copies})")
     if image_size < 8:
         raise RakutenError(f"image size must be at least 8 pixels (got {image_size})")
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
@@ -457,7 +500,7 @@ def synthesize(
                 writer.writerow(("", *X_COLUMNS))
             y_writer.writerow(("", "prdtypecode"))
             for chunk, made in _in_order(
-                _chunks(rows, test_rows, seed, images, image_size, shift), workers
+                _chunks(rows, test_rows, seed, images, image_size, copies, shift), workers
             ):
                 split_name = _SPLITS[chunk.split]
                 for offset, row in enumerate(made):

@@ -53,6 +53,11 @@ class Branch(ABC):
     def load(cls, directory: Path) -> Self:
         """Read a branch written by `save`."""
 
+    def refit_params(self, summary: dict[str, Any]) -> Any | None:
+        """Params that fit the configuration `fit` chose again, on train + val and without
+        validation rows (`summary` is what `fit` returned); None where the branch cannot."""
+        return None
+
 
 # name -> "module:Class"; imported on use, so a text-only run never imports a deep-learning stack.
 BRANCHES: Final[dict[str, str]] = {

@@ -222,6 +222,14 @@ class ImageBranch(Branch):
             **fit_summary(history, started),
         }
 
+    def refit_params(self, summary: dict[str, Any]) -> ImageCnnParams | None:
+        """The epoch count early stopping chose, for the small network trained from scratch
+        (None for a fine-tuned backbone, whose two phases one count cannot say)."""
+        best = summary.get("best_epoch")
+        if best is None or summary.get("backbone") != "small":
+            return None
+        return self.params.model_copy(update={"epochs": best + 1})
+
     def predict_proba(self, products: pd.DataFrame) -> np.ndarray:
         """Probabilities in `CLASSES` order; NaN rows where the photo is missing or corrupt."""
         if self.model is None:

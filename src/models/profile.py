@@ -5,8 +5,10 @@ register` logs it with the model (`log_packaged`), so it is an artifact of every
 version made from it: any champion carries its own reference, and the drift check
 (src/monitoring/drift.py) compares a day's batch with it.
 It holds the class distribution of the training labels, the model's predicted-type distribution
-and mean confidence on val, quantile bins of the raw designation and description lengths (with
-the training counts per bin), and the rates of missing descriptions, missing photos and HTML.
+and mean confidence on val (from the held-out val probabilities of branches fitted on train alone:
+a branch refitted on train + val has seen those rows), quantile bins of the raw designation and
+description lengths (with the training counts per bin), and the rates of missing descriptions,
+missing photos and HTML.
 Pure: frames and arrays in, a JSON-ready dict out.
 """
 

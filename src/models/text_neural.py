@@ -184,6 +184,11 @@ class NeuralTextBranch(Branch):
             **fit_summary(history, started),
         }
 
+    def refit_params(self, summary: dict[str, Any]) -> TextCnnParams | None:
+        """The epoch count early stopping chose (None where it had no validation rows)."""
+        best = summary.get("best_epoch")
+        return None if best is None else self.params.model_copy(update={"epochs": best + 1})
+
     def predict_proba(self, products: pd.DataFrame) -> np.ndarray:
         """Probabilities in `CLASSES` order; 0 for a class that had no train rows."""
         if self.model is None:

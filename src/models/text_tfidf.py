@@ -199,8 +199,8 @@ class TfidfTextBranch(Branch):
     def fit(self, train: pd.DataFrame, val: pd.DataFrame) -> dict[str, Any]:
         """Search configurations on val (unless `trials` is 0), keep the best one fitted on train.
 
-        The kept model is fitted on train alone, never on train + val: fusion fits its weights
-        on this branch's val probabilities, which would be overconfident had the model seen val.
+        `rakuten train` then keeps this model's val probabilities for fusion and refits the
+        chosen configuration on train + val (`refit_params`).
         """
         started = time.perf_counter()
         if self.params.trials and val.empty:
@@ -237,6 +237,10 @@ class TfidfTextBranch(Branch):
             summary["config"],
         )
         return summary
+
+    def refit_params(self, summary: dict[str, Any]) -> TextTfidfParams:
+        """The chosen configuration, without a search."""
+        return self.config.model_copy(update={"trials": 0})
 
     def predict_proba(self, products: pd.DataFrame) -> np.ndarray:
         """Probabilities in `CLASSES` order; 0 for a class that had no train rows."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -32,6 +33,7 @@ logger = logging.getLogger(__name__)
 BRANCHES_DIR: Final = "branches"
 PACKAGED_DIR: Final = "packaged"
 SUMMARY_FILE: Final = "summary.json"
+HELD_OUT_FILE: Final = "val_proba.npz"
 
 
 def train_branches(
@@ -61,12 +63,52 @@ def train_branches(
         started_at = _utc_now()
         summary = {"branch": name, "raw_version": raw_version(raw_dir), **branch.fit(train, val)}
         directory = models_dir / BRANCHES_DIR / name
+        # Fusion is fitted on these: val probabilities of a model that never trained on val.
+        held_out = branch.predict_proba(val)
+        if name in params.train.refit and len(val):
+            branch, summary["refit"] = _refit(cls, branch, summary, pd.concat([train, val]))
+        directory.mkdir(parents=True, exist_ok=True)
+        np.savez(directory / HELD_OUT_FILE, proba=held_out, productid=val["productid"].to_numpy())
         branch.save(directory)
         # Wall-clock bounds of the fit and save: the branch's MLflow run shows when it trained.
         summary |= {"started_at": started_at, "finished_at": _utc_now()}
         write_json(directory / SUMMARY_FILE, summary)
         summaries[name] = summary
     return summaries
+
+
+def _refit(
+    cls: type[Branch], branch: Branch, summary: dict[str, Any], labelled: pd.DataFrame
+) -> tuple[Branch, dict[str, Any] | None]:
+    """The branch fitted again on every labelled non-test row with the configuration chosen on
+    val (the branch itself where it cannot refit), and what the refit did."""
+    refit_params = branch.refit_params(summary)
+    if refit_params is None:
+        logger.info("branch %s keeps its train-only model: it cannot refit", cls.name)
+        return branch, None
+    started = time.perf_counter()
+    refitted = cls(refit_params)
+    fitted = refitted.fit(labelled, labelled.iloc[:0])
+    done = {
+        "rows": len(labelled),
+        "epochs": fitted.get("epochs"),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    logger.info("branch %s refitted on train + val: %s", cls.name, done)
+    return refitted, done
+
+
+def _held_out(models_dir: Path, name: str, val: pd.DataFrame) -> np.ndarray:
+    """A branch's saved val probabilities, from its model fitted on train alone."""
+    path = models_dir / BRANCHES_DIR / name / HELD_OUT_FILE
+    if not path.is_file():
+        raise RakutenError(f"branch {name} has no held-out predictions: run `rakuten train`")
+    with np.load(path) as saved:
+        if not np.array_equal(saved["productid"], val["productid"].to_numpy()):
+            raise RakutenError(
+                f"branch {name} was trained on another split: run `rakuten train --branch {name}`"
+            )
+        return np.asarray(saved["proba"])
 
 
 def _utc_now() -> str:
@@ -87,21 +129,26 @@ def _trained(models_dir: Path, names: tuple[str, ...]) -> dict[str, Branch]:
 def fuse_branches(
     processed_dir: Path, raw_dir: Path, models_dir: Path, params: Params
 ) -> dict[str, Any]:
-    """Fit the fusion weights on val and package the fused model as an MLflow pyfunc model."""
+    """Fit the combiner on the branches' held-out val probabilities and package the fused model
+    as an MLflow pyfunc model."""
     branches = _trained(models_dir, params.train.branches)
     val = load_split(processed_dir, raw_dir, "val")
-    fused = fit_fusion(branches, val, params.fusion.weight_step)
+    held_out = {name: _held_out(models_dir, name, val) for name in branches}
+    fused, choice = fit_fusion(branches, held_out, val["prdtypecode"].to_numpy(), params.fusion)
     package(fused, params.make_dataset.lowercase, models_dir / PACKAGED_DIR)
     # Inside the packaged model, so the profile is an artifact of every version made from it.
-    profile = training_profile(processed_dir, raw_dir, fused, val, params.drift.length_bins)
+    # Its val predictions are the held-out ones: the refitted branches have seen val.
+    profile = training_profile(
+        processed_dir, raw_dir, fused.combine(held_out), params.drift.length_bins
+    )
     write_json(models_dir / PACKAGED_DIR / PROFILE_FILE, profile)
-    return {"weights": fused.weights, "packaged": str(models_dir / PACKAGED_DIR)}
+    return {"weights": fused.weights, **choice, "packaged": str(models_dir / PACKAGED_DIR)}
 
 
 def training_profile(
-    processed_dir: Path, raw_dir: Path, fused: FusedModel, val: pd.DataFrame, length_bins: int
+    processed_dir: Path, raw_dir: Path, val_proba: np.ndarray, length_bins: int
 ) -> dict[str, Any]:
-    """The model's reference profile: the raw training listings, its predictions on val."""
+    """The model's reference profile: the raw training listings, its probabilities on val."""
     train = load_split(processed_dir, raw_dir, "train")
     # Lengths and HTML of the text as received (a batch's stored inputs are raw), not cleaned.
     raw = read_raw_csv(raw_dir / X_TRAIN_FILE)
@@ -112,12 +159,11 @@ def training_profile(
         raw["description"].reset_index(drop=True),
         train["image"].notna().to_numpy(),
     )
-    proba = fused.predict_proba(val)
     return reference_profile(
         features,
         train["prdtypecode"].to_numpy(),
-        CLASSES[np.argmax(proba, axis=1)],
-        np.max(proba, axis=1),
+        CLASSES[np.argmax(val_proba, axis=1)],
+        np.max(val_proba, axis=1),
         length_bins,
     )
 

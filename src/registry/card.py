@@ -97,7 +97,7 @@ def training_facts(
         "lineage": dict(lineage),
         "rows_per_class": rows_per_class(paths.processed_dir),
         "photo_share": photo_share(paths.processed_dir),
-        "fusion": {"weights": fusion["weights"]},
+        "fusion": {"weights": fusion["weights"], "combiner": fusion.get("combiner", "grid")},
         "scores": report,
         "gate": None,
     }
@@ -123,6 +123,7 @@ def gate_facts(report: Mapping[str, Any], confusion: list[list[int]]) -> dict[st
         "checks": list(report["checks"]),
         "champion_version": report["champion_version"],
         "comparison": report["comparison"],
+        "comparability": report.get("comparability"),
         "rows": report["rows"],
         "unjudged_classes": report["unjudged_classes"],
         "validated_at": report["validated_at"],
@@ -198,6 +199,13 @@ def _lineage(facts: Mapping[str, Any]) -> list[str]:
         f"`{experiment_address('', facts['experiment_id'], facts['run_id'])}`"
     )
     return lines
+
+
+_COMBINERS: Final = {
+    "grid": "The fused model averages the branches' class probabilities (a grid search)",
+    "log_linear": "The fused model multiplies the branches' class probabilities, each raised to "
+    "its weight, and renormalises (log-linear pooling)",
+}
 
 
 def _scores(facts: Mapping[str, Any]) -> list[str]:
@@ -294,6 +302,13 @@ def _gate(facts: Mapping[str, Any]) -> list[str]:
             f"({comparison['confidence']:.0%} paired-bootstrap CI "
             f"[{comparison['ci_low']:+.4f}, {comparison['ci_high']:+.4f}]).",
         ]
+    comparability = gate.get("comparability")
+    if comparability and not comparability["comparable"]:
+        lines += [
+            "",
+            f"Not comparable with the champion: {comparability['reason']}. The difference is "
+            "reported, not judged; promotion needs a person's approval.",
+        ]
     if gate["unjudged_classes"]:
         unjudged = ", ".join(f"{k} ({v} rows)" for k, v in gate["unjudged_classes"].items())
         lines += ["", f"Too few rows to hold to the per-class floor: {unjudged}."]
@@ -359,8 +374,9 @@ def render(facts: Mapping[str, Any]) -> str:
         "",
         "## The fusion",
         "",
-        "The fused model averages the branches' class probabilities with these weights, fitted on "
-        "the validation split (a grid search over weighted F1): "
+        _COMBINERS[facts["fusion"].get("combiner", "grid")]
+        + " with these weights, fitted on the branches' held-out probabilities of the validation "
+        "split (from models that never trained on it), minimising the log loss: "
         + ", ".join(f"{b} {w:.2f}" for b, w in facts["fusion"]["weights"].items())
         + ".",
         "",

@@ -8,10 +8,18 @@ Three checks, thresholds from params.yaml `gate`:
   of rows one product swings a class's F1 by a large step, so small classes would fail at random.
 Without a champion yet, only the floors apply. Rows come from the pinned test split (raw listings,
 as the packaged model receives them) plus, optionally, a labelled dataset in the hub's layout.
+
+Comparability: each registered version records the split definition of the data it was trained
+on (salt, fractions, grouping and the definition's version, src/data/split.py). Challenger and
+champion are compared only when their definitions match; otherwise the champion may have trained
+on the challenger's test rows. Then the gate says so, still scores both on the challenger's test
+rows (the numbers are reported, the tolerance check is not applied) and the version needs a
+person's approval to become champion, with the reason on the version.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -154,6 +162,32 @@ def _scores_by_source(rows: EvaluationRows, predicted: np.ndarray) -> dict[str, 
     return result
 
 
+def comparability(
+    challenger: Mapping[str, Any] | None, champion: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Whether a champion's scores compare with a challenger's: same split definition."""
+    if challenger is not None and challenger == champion:
+        reason = None
+    elif challenger is None or champion is None:
+        which = "the challenger" if challenger is None else "the champion"
+        reason = f"{which} records no split definition: it may have trained on these test rows"
+    else:
+        changed = sorted(
+            k for k in {*challenger, *champion} if challenger.get(k) != champion.get(k)
+        )
+        reason = (
+            "the champion was trained on another split ("
+            + ", ".join(f"{k} {champion.get(k)!r} -> {challenger.get(k)!r}" for k in changed)
+            + "): it may have trained on the challenger's test rows"
+        )
+    return {
+        "comparable": reason is None,
+        "reason": reason,
+        "challenger_split": challenger,
+        "champion_split": champion,
+    }
+
+
 def _check(name: str, passed: bool, value: float | None, threshold: float) -> dict[str, Any]:
     return {"check": name, "passed": passed, "value": value, "threshold": threshold}
 
@@ -163,8 +197,13 @@ def decide(
     challenger: np.ndarray,
     champion: np.ndarray | None,
     params: GateParams,
+    comparable: bool = True,
 ) -> dict[str, Any]:
-    """The gate's decision on predicted codes, with every check, its numbers and the reasons."""
+    """The gate's decision on predicted codes, with every check, its numbers and the reasons.
+
+    With a champion that is not `comparable` (another split definition), the comparison is
+    reported but the tolerance check is not applied: promotion then needs a person.
+    """
     if len(rows.codes) == 0:
         raise RakutenError("the gate has no labelled rows to score the models on")
     challenger_scores = _scores_by_source(rows, challenger)
@@ -209,8 +248,9 @@ def decide(
             "confidence": params.confidence,
             "bootstrap_samples": params.bootstrap_samples,
         }
-        not_worse = difference >= -params.tolerance
-        checks.append(_check("tolerance", not_worse, difference, -params.tolerance))
+        not_worse = difference >= -params.tolerance or not comparable
+        if comparable:
+            checks.append(_check("tolerance", not_worse, difference, -params.tolerance))
         if not not_worse:
             reasons.append(
                 f"weighted F1 is {-difference:.4f} below the champion's "
@@ -231,5 +271,6 @@ def decide(
         "challenger": challenger_scores,
         "champion": champion_scores,
         "comparison": comparison,
+        "comparable": comparable,
         "thresholds": params.model_dump(),
     }

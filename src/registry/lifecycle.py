@@ -19,6 +19,7 @@ alias has moved, so a failed move leaves no record. The versions also carry `cha
 from __future__ import annotations
 
 import getpass
+import json
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -70,6 +71,7 @@ DESCRIPTION: Final = (
     "(late fusion of branches). @champion serves; @challenger awaits the gate."
 )
 _NONE: Final = "none"  # tag value for "no version" (tags cannot be empty everywhere)
+SPLIT_TAG: Final = "split_definition"  # JSON of the train/val/test split the version learnt on
 _PREDICT_BATCH: Final = 2048
 
 
@@ -148,10 +150,15 @@ def _ensure_registered_model(client: MlflowClient) -> None:
         client.create_registered_model(MODEL_NAME, description=DESCRIPTION)
 
 
-def register_challenger(client: MlflowClient, training: TrainingRun) -> str:
-    """Register a logged model as a new version with alias `challenger` and its scores as tags."""
+def register_challenger(
+    client: MlflowClient, training: TrainingRun, split: Mapping[str, Any] | None
+) -> str:
+    """Register a logged model as a new version with alias `challenger`, its scores and the
+    split definition of its data as tags."""
     _ensure_registered_model(client)
     tags = {**{k: repr(v) for k, v in training.scores.items()}, **training.lineage}
+    if split is not None:
+        tags[SPLIT_TAG] = json.dumps(split, sort_keys=True)
     created = client.create_model_version(
         MODEL_NAME,
         source=f"models:/{training.model_id}",
@@ -193,8 +200,10 @@ def register(
     """
     earlier = _registered_by_airflow_run(client, airflow_context(environ))
     if earlier is None:
+        from src.data.make_dataset import split_definition_of
+
         training = log_training(client, paths, params, environ)
-        version = register_challenger(client, training)
+        version = register_challenger(client, training, split_definition_of(paths.processed_dir))
         run_id, model_id, scores = training.run_id, training.model_id, training.scores
         facts = card.training_facts(
             paths, version, run_id, model_id, experiment_id(client), training.lineage
@@ -251,12 +260,25 @@ def validate(
 
     The version's model card is written again with the gate's result.
     """
+    from src.data.make_dataset import split_definition_of
     from src.registry import gate
 
     candidate = _version(client, version)
     number = str(candidate.version)
     champion = alias_version(client, CHAMPION)
     compared = champion if champion not in (None, number) else None
+    split = _split_of(candidate)
+    if split is not None and split != split_definition_of(paths.processed_dir):
+        raise RakutenError(
+            f"version {number} was trained on another split than {paths.processed_dir}'s: its "
+            "test rows are elsewhere. Run `rakuten data make-dataset` with its make_dataset "
+            f"params ({json.dumps(split, sort_keys=True)})"
+        )
+    comparability = (
+        None
+        if compared is None
+        else gate.comparability(split, _split_of(_version(client, compared)))
+    )
     parts = [gate.pinned_test_rows(paths.processed_dir, paths.raw_dir)]
     quarantined = 0
     if data_dir is not None:
@@ -268,12 +290,19 @@ def validate(
     champion_codes = (
         None if compared is None else _predict_codes(_model(client, compared), rows.inputs)
     )
-    decision = gate.decide(rows, challenger_codes, champion_codes, params)
+    incomparable: str | None = (
+        None if comparability is None or comparability["comparable"] else comparability["reason"]
+    )
+    comparable = incomparable is None
+    decision = gate.decide(rows, challenger_codes, champion_codes, params, comparable)
+    if incomparable is not None:
+        logger.warning("gate: not comparable with champion %s: %s", compared, incomparable)
     report = {
         "model": MODEL_NAME,
         "version": number,
         "champion_version": compared,
         **decision,
+        "comparability": comparability,
         "data": {
             "raw_version": raw_version(paths.raw_dir),
             "supplied": None if data_dir is None else str(data_dir.absolute()),
@@ -290,6 +319,7 @@ def validate(
         "gate.reasons": "; ".join(decision["reasons"]) or "all checks passed",
         "gate.weighted_f1": f"{decision['challenger']['all']['weighted_f1']:.6g}",
         "gate.champion_version": compared or _NONE,
+        "gate.comparable": _NONE if comparability is None else str(comparable).lower(),
         "gate.rows": str(len(rows.codes)),
         "gate.run_id": gate_run,
         "gate.validated_at": report["validated_at"],
@@ -297,6 +327,8 @@ def validate(
     for key in ("weighted_f1_difference", "ci_low", "ci_high"):
         if key in comparison:
             tags[f"gate.{key}"] = f"{comparison[key]:.6g}"
+    if incomparable is not None:
+        tags["gate.comparability"] = incomparable
     for key, value in tags.items():
         client.set_model_version_tag(MODEL_NAME, number, key, value)
     for key in candidate.tags.keys() - tags.keys():  # left by an earlier validation
@@ -312,10 +344,18 @@ def validate(
         "reasons": decision["reasons"],
         "weighted_f1": decision["challenger"]["all"]["weighted_f1"],
         "comparison": decision["comparison"],
+        "comparable": comparable,
+        "comparability": incomparable,
         "rows": decision["rows"],
         "report": str(report_file),
         "run_id": gate_run,
     }
+
+
+def _split_of(version: ModelVersion) -> dict[str, Any] | None:
+    """The split definition a version records (None: registered before it was recorded)."""
+    recorded = version.tags.get(SPLIT_TAG)
+    return None if recorded is None else dict(json.loads(recorded))
 
 
 def _card_with_gate(
@@ -432,11 +472,17 @@ def promote(
             f"version {number} was validated against champion {gated_against}, but the champion "
             f"is now {champion or _NONE}: run `rakuten model validate --version {number}` again"
         )
-    if automatic and approval == "manual":
+    incomparable = tags.get("gate.comparable") == "false"
+    if automatic and (approval == "manual" or incomparable):
+        why = (
+            f"not comparable with champion {gated_against}: {tags.get('gate.comparability')}"
+            if incomparable
+            else "manual approval (params.yaml promote.approval)"
+        )
         client.set_model_version_tag(MODEL_NAME, number, "approval", "awaiting")
+        client.set_model_version_tag(MODEL_NAME, number, "approval.reason", why)
         reason = (
-            f"manual approval (params.yaml promote.approval): version {number} awaits a person: "
-            f"`rakuten model promote --version {number}`"
+            f"{why}: version {number} awaits a person: `rakuten model promote --version {number}`"
         )
         logger.info(reason)
         return {**summary, "promoted": False, "reason": reason}

@@ -438,6 +438,7 @@ def log_training(
     name = f"pipeline {lineage.get('airflow_dag_run_id', started.strftime('%Y-%m-%dT%H:%M:%SZ'))}"
     with run(client, experiment, name, tags=lineage, times=(started, None)) as parent:
         weights = {f"fusion.weight.{k}": v for k, v in fusion["weights"].items()}
+        weights["fusion.chosen_combiner"] = fusion.get("combiner", "grid")
         log_batch(client, parent, params={**flatten(params.model_dump(mode="json")), **weights})
         _log_reports(client, parent, paths)
         for branch in fusion["weights"]:

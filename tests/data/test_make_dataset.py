@@ -14,8 +14,14 @@ from typer.testing import CliRunner
 
 from src.cli.main import app
 from src.config import MakeDatasetParams, get_settings
-from src.data.make_dataset import LABELLED_SCHEMA, UNLABELLED_SCHEMA, make_dataset
-from src.data.split import SPLITS
+from src.data.make_dataset import (
+    LABELLED_SCHEMA,
+    UNLABELLED_SCHEMA,
+    make_dataset,
+    split_definition_of,
+)
+from src.data.split import DEFINITION_VERSION, SPLITS
+from src.data.synth import synthesize
 
 PARAMS = MakeDatasetParams()
 
@@ -41,6 +47,8 @@ def test_real_sample(rakuten_sample: Path, tmp_path: Path) -> None:
     report = json.loads((out / "quality_report.json").read_text())
     assert report["labelled"]["images"]["missing"] == 337
     assert report["split"]["classes_missing"]["train"] == []
+    # The sample has no two listings with the same title: no copy straddles either split.
+    assert report["split"]["test_with_copy_in_train"] == {"by_productid": 0, "by_title": 0}
     assert len(pd.read_parquet(out / "unlabelled.parquet")) == 499
     assert (tmp_path / "interim" / "quarantine.csv").is_file()
 
@@ -53,6 +61,13 @@ def test_parquet_schemas_are_explicit(rakuten_sample: Path, tmp_path: Path) -> N
         assert schema.equals(LABELLED_SCHEMA, check_metadata=False)
         assert json.loads(schema.metadata[b"make_dataset"])["split_salt"] == PARAMS.split_salt
         assert schema.metadata[b"raw_version"].startswith(b"csv-sha256:")
+    assert split_definition_of(out) == {
+        "definition_version": DEFINITION_VERSION,
+        "grouping": "title",
+        "salt": PARAMS.split_salt,
+        "test_fraction": PARAMS.test_fraction,
+        "val_fraction": PARAMS.val_fraction,
+    }
     schema = pq.read_schema(out / "unlabelled.parquet")
     assert schema.equals(UNLABELLED_SCHEMA, check_metadata=False)
 
@@ -114,6 +129,18 @@ def test_test_products_stay_pinned_across_data_refreshes(
     for name in SPLITS:
         first = pd.read_parquet(tmp_path / "first" / f"{name}.parquet")
         assert pd.read_parquet(tmp_path / "again" / f"{name}.parquet").equals(first)
+
+
+def test_injected_copies_no_longer_straddle_the_split(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    synthesize(raw, rows=3000, test_rows=20, images=False, copies=0.1, seed=5, workers=1)
+    make_dataset(raw, tmp_path / "out", PARAMS, tmp_path / "interim", workers=1)
+    report = json.loads((tmp_path / "out" / "quality_report.json").read_text())["split"]
+    copies = report["test_with_copy_in_train"]
+    assert copies["by_productid"] > 20 and copies["by_title"] == 0
+    rows = _read(tmp_path / "out")
+    by_title = rows.groupby(rows["designation"].str.lower())["split"].nunique()
+    assert (by_title == 1).all()
 
 
 def test_a_sample_keeps_that_many_rows_each_in_its_own_split(

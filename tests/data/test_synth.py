@@ -159,6 +159,24 @@ def _naive_bayes_weighted_accuracy(texts: pd.Series, labels: pd.Series) -> float
     return hits / (len(texts) - split)
 
 
+def test_copies_repeat_a_title_under_new_productids(tmp_path: Path) -> None:
+    synthesize(tmp_path / "c", rows=2000, test_rows=0, images=False, copies=0.2, seed=3, workers=1)
+    x = _read_x(tmp_path / "c" / X_TRAIN)
+    y = _read_x(tmp_path / "c" / Y_TRAIN)["prdtypecode"]
+    assert x["productid"].is_unique
+    repeated = x["designation"].duplicated(keep="first")
+    assert 0.1 < repeated.mean() < 0.25
+    assert (y.groupby(x["designation"]).nunique() == 1).all()  # a copy keeps its product type
+    descriptions = x.assign(d=x["description"].fillna(""))[
+        repeated | x["designation"].duplicated(keep=False)
+    ]
+    same = descriptions.groupby("designation")["d"].nunique() == 1
+    assert 0.2 < same.mean() < 0.9  # half keep the description, half have their own
+    synthesize(tmp_path / "n", rows=300, test_rows=0, images=False, seed=3, workers=1)
+    synthesize(tmp_path / "z", rows=300, test_rows=0, images=False, copies=0.0, seed=3, workers=1)
+    assert _tree_digest(tmp_path / "n") == _tree_digest(tmp_path / "z")
+
+
 @pytest.mark.slow
 def test_text_is_learnable_but_not_trivial(tmp_path: Path) -> None:
     synthesize(tmp_path / "t", rows=6000, test_rows=0, images=False, seed=11)

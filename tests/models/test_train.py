@@ -19,7 +19,10 @@ from src.config import MakeDatasetParams, Params
 from src.data.make_dataset import make_dataset
 from src.data.synth import synthesize
 from src.models.evaluate import CONFUSION_DIR, METRICS_FILE
+from src.models.fusion import FUSION_FILE
+from src.models.packaged import fused_model_dir
 from src.models.train import PACKAGED_DIR, evaluate_models, fuse_branches, train_branches
+from tests.baselines import plain_tfidf_linearsvc
 
 PRDTYPECODE_COLUMNS = ["prdtypecode", "label", "probability", "top3"]
 
@@ -74,6 +77,10 @@ def test_on_20000_synthetic_rows_the_fused_model_beats_each_branch(
     assert fused > metrics["text_tfidf"]["weighted_f1"]
     assert fused > metrics["image_cnn"]["weighted_f1"]
     assert metrics["image_cnn"]["coverage"] < 1 == metrics["fused"]["coverage"]
+    fusion = json.loads(
+        (fused_model_dir(synthetic_run["models"] / PACKAGED_DIR) / FUSION_FILE).read_text()
+    )
+    assert min(fusion["weights"].values()) > 0  # every branch has its say
     for name in metrics:
         assert (synthetic_run["reports"] / CONFUSION_DIR / f"{name}.png").is_file()
 
@@ -156,21 +163,38 @@ def test_cli_predict_writes_one_row_per_listing(
     assert json.loads(result.stdout.strip().splitlines()[-1])["with_photo"] > 150
 
 
-def test_sample_pipeline_fused_is_at_least_the_text_branch(
+# The pipeline before issue 18: branches fitted on train alone, fusion weights on a grid.
+TRAIN_ONLY_GRID = {"train": {"refit": []}, "fusion": {"combiner": "grid"}}
+
+
+def _sample_pipeline(sample: Path, processed: Path, out: Path, **blocks: Any) -> dict[str, Any]:
+    """Text and image branches trained, fused and scored on the pinned test split."""
+    train = {"branches": ["text_tfidf", "image_cnn"], **blocks.pop("train", {})}
+    image = {**FAST_IMAGE, "epochs": 2, "image_size": 32}
+    params = _params(**{"image_cnn": image, **blocks}, train=train)
+    train_branches(processed, sample, out / "models", params)
+    fusion = fuse_branches(processed, sample, out / "models", params)
+    return {**evaluate_models(processed, sample, out / "models", out / "reports"), **fusion}
+
+
+def test_on_the_real_sample_the_fused_model_beats_yesterdays_and_a_plain_svc(
     rakuten_sample: Path, tmp_path: Path
 ) -> None:
     processed = _processed(rakuten_sample, tmp_path)
-    params = _params(
-        train={"branches": ["text_tfidf", "image_cnn"]},
-        image_cnn={**FAST_IMAGE, "epochs": 2, "image_size": 32},
+    today = _sample_pipeline(rakuten_sample, processed, tmp_path / "today")
+    before = _sample_pipeline(rakuten_sample, processed, tmp_path / "before", **TRAIN_ONLY_GRID)
+    fused = today["scores"]["fused"]["weighted_f1"]
+    assert fused >= before["scores"]["fused"]["weighted_f1"]
+    assert fused >= plain_tfidf_linearsvc(processed)
+    assert fused >= today["scores"]["text_tfidf"]["weighted_f1"]
+    assert today["scores"]["image_cnn"]["coverage"] < 0.2  # most rows have no photo: it abstains
+    summary = json.loads(
+        (tmp_path / "today" / "models" / "branches" / "text_tfidf" / "summary.json").read_text()
     )
-    models = tmp_path / "models"
-    train_branches(processed, rakuten_sample, models, params)
-    fuse_branches(processed, rakuten_sample, models, params)
-    summary = evaluate_models(processed, rakuten_sample, models, tmp_path / "reports")
-    scores = summary["scores"]
-    assert scores["fused"]["weighted_f1"] >= scores["text_tfidf"]["weighted_f1"]
-    assert scores["image_cnn"]["coverage"] < 0.2  # most sample rows have no photo: it abstains
+    assert summary["refit"]["rows"] == sum(
+        len(pd.read_parquet(processed / f"{s}.parquet")) for s in ("train", "val")
+    )
+    assert today["combiner"] in {"grid", "log_linear"} and before["combiner"] == "grid"
 
 
 def test_fuse_without_trained_branches_says_how_to_train(tmp_path: Path) -> None:

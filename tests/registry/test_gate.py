@@ -17,6 +17,7 @@ from src.registry.gate import (
     PINNED_TEST,
     SUPPLIED,
     EvaluationRows,
+    comparability,
     decide,
     paired_bootstrap,
     supplied_rows,
@@ -117,6 +118,44 @@ def test_a_challenger_within_the_tolerance_passes(codes: np.ndarray) -> None:
     result = decide(_rows(codes), challenger, champion, GATE)
     assert -0.02 < result["comparison"]["weighted_f1_difference"] < 0
     assert result["decision"] == "passed"
+
+
+SPLIT = {
+    "definition_version": 2,
+    "grouping": "title",
+    "salt": "rakuten-split-v1",
+    "test_fraction": 0.15,
+    "val_fraction": 0.15,
+}
+
+
+def test_models_split_alike_are_comparable_others_are_not_and_it_says_why() -> None:
+    assert comparability(SPLIT, dict(SPLIT)) == {
+        "comparable": True,
+        "reason": None,
+        "challenger_split": SPLIT,
+        "champion_split": SPLIT,
+    }
+    salted = comparability({**SPLIT, "salt": "v2"}, SPLIT)
+    assert salted["comparable"] is False
+    assert "salt 'rakuten-split-v1' -> 'v2'" in salted["reason"]
+    regrouped = comparability(SPLIT, {**SPLIT, "grouping": "productid", "definition_version": 1})
+    assert "definition_version 1 -> 2" in regrouped["reason"]
+    assert "grouping 'productid' -> 'title'" in regrouped["reason"]
+    unrecorded = comparability(SPLIT, None)
+    assert unrecorded["comparable"] is False
+    assert unrecorded["reason"].startswith("the champion records no split definition")
+
+
+def test_against_an_incomparable_champion_the_drop_is_reported_not_judged(
+    codes: np.ndarray,
+) -> None:
+    champion, challenger = _noisy(codes, 0.1, 1), _noisy(codes, 0.25, 2)
+    result = decide(_rows(codes), challenger, champion, GATE, comparable=False)
+    assert result["decision"] == "passed" and result["comparable"] is False
+    assert result["comparison"]["weighted_f1_difference"] < -0.02  # scored on the same rows
+    assert "tolerance" not in [check["check"] for check in result["checks"]]
+    assert result["champion"]["all"]["rows"] == len(codes)
 
 
 def test_a_weak_class_fails_only_with_enough_rows(codes: np.ndarray) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -31,6 +32,7 @@ from src.data.ingest import ingest
 from src.data.io import raw_version, read_raw_csv
 from src.data.layout import X_TEST_FILE
 from src.data.make_dataset import make_dataset
+from src.data.split import DEFINITION_VERSION
 from src.data.synth import synthesize
 from src.errors import RakutenError
 from src.models.packaged import CHAMPION_URI, MODEL_NAME, load
@@ -40,10 +42,12 @@ from src.models.train import evaluate_models, fuse_branches, train_branches
 from src.registry.lifecycle import (
     AUDIT_EXPERIMENT,
     RETRAIN_REASON_TAG,
+    SPLIT_TAG,
     champion_history,
     promote,
     register,
     rollback,
+    validate,
 )
 from src.registry.reference import reference_profile
 from src.registry.tracking import (
@@ -399,6 +403,54 @@ def test_a_retried_airflow_task_registers_its_model_once(
     assert pipeline_run.data.tags["airflow_task_id"] == "register"
     next_run = {**environ, "AIRFLOW_CTX_DAG_RUN_ID": "manual__2025-01-02T00:00:00+00:00"}
     assert register(embedded, paths, params, next_run)["version"] == str(int(first["version"]) + 1)
+
+
+@pytest.mark.slow
+def test_a_champion_split_otherwise_is_not_compared_and_a_person_decides(
+    embedded: MlflowClient, pipelines: dict[str, tuple[TrainingPaths, Path]], tmp_path: Path
+) -> None:
+    first, first_params = pipelines["first"]
+    better, better_params = pipelines["better"]
+    params = load_params(better_params)
+    registered = register(embedded, first, load_params(first_params), {})
+    assert validate(embedded, first, params.gate)["comparable"] is True  # no champion yet
+    assert promote(embedded, "auto", automatic=True, by="pipeline")["promoted"] is True
+    split = json.loads(
+        embedded.get_model_version(MODEL_NAME, registered["version"]).tags[SPLIT_TAG]
+    )
+    assert split == {
+        "definition_version": DEFINITION_VERSION,
+        "grouping": "title",
+        "salt": params.make_dataset.split_salt,
+        "test_fraction": params.make_dataset.test_fraction,
+        "val_fraction": params.make_dataset.val_fraction,
+    }
+
+    # The better model's data split again with another salt: the champion may have trained on
+    # the new test rows, so the gate scores both there but does not compare them.
+    resalted = params.make_dataset.model_copy(update={"split_salt": "another-salt"})
+    paths = TrainingPaths(tmp_path / "processed", better.raw_dir, better.models_dir, tmp_path)
+    make_dataset(better.raw_dir, paths.processed_dir, resalted, tmp_path / "interim", 1)
+    shutil.copytree(better.reports_dir, tmp_path, dirs_exist_ok=True)
+    version = register(embedded, paths, params, {})["version"]
+    gated = validate(embedded, paths, params.gate)
+    assert gated["decision"] == "passed" and gated["comparable"] is False
+    assert "salt 'rakuten-split-v1' -> 'another-salt'" in gated["comparability"]
+    assert gated["comparison"]["weighted_f1_difference"] is not None
+    report = json.loads((tmp_path / "gate.json").read_text())
+    assert report["champion"]["all"]["rows"] == report["challenger"]["all"]["rows"]
+    asked = promote(embedded, "auto", automatic=True, by="pipeline")
+    assert asked["promoted"] is False and "not comparable with champion 1" in asked["reason"]
+    tags = embedded.get_model_version(MODEL_NAME, version).tags
+    assert tags["gate.comparable"] == "false" and tags["approval"] == "awaiting"
+    assert (
+        "another-salt" in tags["approval.reason"] and "another-salt" in tags["gate.comparability"]
+    )
+    assert promote(embedded, "auto", version=version, by="alice")["promoted"] is True
+
+    # A version is never gated on a split other than its own: its test rows are not there.
+    with pytest.raises(RakutenError, match="trained on another split"):
+        validate(embedded, first, params.gate, version=version)
 
 
 def test_an_empty_registry_has_nothing_to_promote_or_roll_back(embedded: MlflowClient) -> None:
