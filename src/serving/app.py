@@ -36,7 +36,6 @@ from fastapi import (
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from mlflow.pyfunc import PyFuncModel
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
@@ -417,11 +416,20 @@ _UNREADABLE_BODY: Final = {
 
 
 def document_unreadable_bodies(app: FastAPI) -> None:
-    """List the 400 FastAPI answers for a body it cannot parse on every route that takes one,
-    so that the OpenAPI document names every status code the API answers."""
-    for route in app.routes:
-        if isinstance(route, APIRoute) and route.body_field is not None:
-            route.responses.setdefault(400, _UNREADABLE_BODY)
+    """List the 400 FastAPI answers for a body it cannot parse on every operation that takes one,
+    so that the OpenAPI document names every status code the API answers (FastAPI's way of
+    extending the document: wrap `app.openapi`, which caches it)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            for operations in generate()["paths"].values():
+                for operation in operations.values():
+                    if "requestBody" in operation:
+                        operation["responses"].setdefault("400", _UNREADABLE_BODY)
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 class _AsciiJSONResponse(JSONResponse):
