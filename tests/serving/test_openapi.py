@@ -15,6 +15,7 @@ import pytest
 import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
+from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
@@ -75,6 +76,10 @@ def test_no_server_error_and_every_answer_conforms(
                 excluded_checks=[positive_data_acceptance] if _has_photo(case) else [],
             )
 
-        conforms()
+        try:
+            conforms()
+        except Unsatisfiable:  # no input of the operation can be invalid (GET /health)
+            assert mode is GenerationMode.NEGATIVE, operation.label
+            continue
         tested.append(operation.label)
     assert {"POST /predict", "POST /predict/upload", "GET /models", "GET /datasets"} <= set(tested)
