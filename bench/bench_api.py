@@ -28,6 +28,7 @@ import csv
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -55,7 +56,7 @@ from src.models.packaged import CHAMPION_URI, fused_model_dir
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 LOCUSTFILE = Path(__file__).with_name("_locust_api.py")
 BIN = Path(sys.executable).parent
-SECRET = "bench-api-secret-long-enough-for-the-keys-hmac"
+SECRET = secrets.token_urlsafe(48)  # the API key secret of this run only
 MIB = 1024 * 1024
 
 

@@ -4,8 +4,11 @@
 GET /products/{productid}/prediction, GET /model, GET /health (the process is up), GET /ready (a
 model is loaded), GET /metrics (Prometheus), and the OpenAPI document at /docs; the lifecycle
 routes (lifecycle_routes.py) and the pages (pages.py) join them. Every call but /health, /ready
-and /metrics needs an API key (auth.py). Every prediction is recorded in the predictions store
-(`api_requests`, with the id of the key that asked), after the answer has gone out.
+and /metrics needs an API key (auth.py). Predictions go through the micro-batcher (batching.py):
+the listings of concurrent requests are scored together, one model call at a time off the event
+loop, and too many waiting listings answer 503 at once. Every prediction is recorded in the
+predictions store (`api_requests`, with the id of the key that asked), after the answer has gone
+out.
 """
 
 from __future__ import annotations
