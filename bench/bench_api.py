@@ -12,9 +12,10 @@ the same machine, each for `--seconds`:
   (both servers), then with the product's photo (`rakuten serve`: MLflow's JSON has no photo);
 - latency: `--users` users that each wait 1 s between requests (about `--users` requests/s
   offered), text only (both servers).
-Reported per run: requests/s, p50/p95/p99, failures (the API's deliberate 503s apart), and the
-server's RSS (its process tree) before and after; then the ratios, the time to /ready, and the
-targets of issue 16. `--seconds 10` is a smoke run; the issue's numbers are 60 s runs.
+First, on each idle server, 50 lone requests one after the other (the latency a single client
+sees). Reported per run: requests/s, p50/p95/p99, failures (the API's deliberate 503s apart),
+and the server's RSS (its process tree) before and after; then the ratios, the time to /ready,
+and the targets of issue 16. `--seconds 10` is a smoke run; the issue's numbers are 60 s runs.
 Usage: uv run python bench/bench_api.py [--seconds 60] [--users 50] [--rows 2000]
        [--branches text_tfidf,text_cnn,image_cnn] [--epochs 1] [--mlflow-workers 1]
        [--tracking-uri URI --raw-dir DIR]
@@ -32,6 +33,7 @@ import secrets
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -177,6 +179,24 @@ def locust_run(
     }
 
 
+def lone_requests(server: Server, path: str, body: Path, headers: dict[str, str]) -> dict[str, Any]:
+    """p50/p95 of 50 requests sent one after the other to the idle server (5 warm-up first)."""
+    request = urllib.request.Request(
+        f"{server.base_url}{path}",
+        data=body.read_bytes(),
+        headers={"Content-Type": "application/json", **headers},
+    )
+    seconds = []
+    for call in range(55):
+        started = time.perf_counter()
+        with urllib.request.urlopen(request, timeout=60) as response:
+            response.read()
+        if call >= 5:
+            seconds.append(time.perf_counter() - started)
+    cuts = statistics.quantiles(seconds, n=100)
+    return {"p50_ms": cuts[49] * 1000, "p95_ms": cuts[94] * 1000}
+
+
 def _listing(listings: Any) -> tuple[dict[str, Any], bytes]:
     """The first test listing with a photo: its text fields, and its photo's bytes."""
     row = listings.iloc[0]
@@ -299,6 +319,10 @@ def main() -> None:
         )
         servers.append(mlflow)
         api_key = {"X-API-Key": key}
+        lone = {
+            "rakuten serve": lone_requests(rakuten, "/predict", files["rakuten text"], api_key),
+            "mlflow models serve": lone_requests(mlflow, "/invocations", files["mlflow text"], {}),
+        }
         plan = [
             ("throughput, text", rakuten, "/predict", "rakuten text", api_key, 0.0),
             ("throughput, text", mlflow, "/invocations", "mlflow text", {}, 0.0),
@@ -352,6 +376,11 @@ def main() -> None:
         f"start-up until ready: rakuten serve {rakuten.startup_seconds:.1f} s, "
         f"mlflow models serve {mlflow.startup_seconds:.1f} s"
     )
+    for name, value in lone.items():
+        print(
+            f"lone requests on the idle {name}, text: p50 {value['p50_ms']:.0f} ms, "
+            f"p95 {value['p95_ms']:.0f} ms"
+        )
     for name, value in ratios.items():
         print(f"{name}: {value:.2f}")
     for name, met in targets:
@@ -366,6 +395,7 @@ def main() -> None:
             "rakuten serve": rakuten.startup_seconds,
             "mlflow models serve": mlflow.startup_seconds,
         },
+        "lone_requests": lone,
         "runs": runs,
         "ratios": ratios,
         "targets": dict(targets),
