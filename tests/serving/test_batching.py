@@ -24,7 +24,7 @@ class Recorder:
 
     def __call__(self, items: list[str]) -> list[str]:
         self.entered.set()
-        if self.release is not None:
+        if self.release is not None and "gate" in items:
             self.release.wait(GUARD)
         self.calls.append(list(items))
         if "boom" in items:
@@ -34,6 +34,15 @@ class Recorder:
 
 def _run(scenario: Callable[[], object]) -> object:
     return asyncio.run(asyncio.wait_for(scenario(), GUARD))  # type: ignore[arg-type]
+
+
+async def _gated(batcher: MicroBatcher[str, str], score: Recorder) -> asyncio.Future[list[str]]:
+    """A first request that holds the scoring thread until `score.release` is set: what is
+    submitted meanwhile waits, and is then gathered as the worker would find it under load."""
+    gate = asyncio.ensure_future(batcher.submit(["gate"]))
+    while not score.entered.is_set():
+        await asyncio.sleep(0.01)
+    return gate
 
 
 def _batcher(score: Recorder, **options: float) -> MicroBatcher[str, str]:
@@ -47,24 +56,32 @@ def _batcher(score: Recorder, **options: float) -> MicroBatcher[str, str]:
 
 
 def test_requests_that_arrive_together_are_one_call_and_each_gets_its_rows() -> None:
-    score = Recorder()
+    release = threading.Event()
+    score = Recorder(release)
 
     async def scenario() -> list[list[str]]:
         batcher = _batcher(score)
         batcher.start()
         try:
-            return await asyncio.gather(*(batcher.submit([f"a{i}", f"b{i}"]) for i in range(5)))
+            gate = await _gated(batcher, score)
+            waiting = [asyncio.ensure_future(batcher.submit([f"a{i}", f"b{i}"])) for i in range(5)]
+            await asyncio.sleep(0)
+            release.set()
+            await gate
+            return await asyncio.gather(*waiting)
         finally:
+            release.set()
             await batcher.stop()
 
     answers = _run(scenario)
 
     assert answers == [[f"A{i}", f"B{i}"] for i in range(5)]
-    assert len(score.calls) == 1 and len(score.calls[0]) == 10
+    assert score.calls[0] == ["gate"] and len(score.calls) == 2 and len(score.calls[1]) == 10
 
 
 def test_a_request_is_never_split_and_a_batch_never_exceeds_its_maximum() -> None:
-    score = Recorder()
+    release = threading.Event()
+    score = Recorder(release)
     sizes = [64, 1, 40, 30, 3]
     stats: list[BatchStats] = []
 
@@ -74,17 +91,23 @@ def test_a_request_is_never_split_and_a_batch_never_exceeds_its_maximum() -> Non
         )
         batcher.start()
         try:
+            gate = await _gated(batcher, score)
             requests = [[f"r{r}-{i}" for i in range(n)] for r, n in enumerate(sizes)]
-            return await asyncio.gather(*(batcher.submit(items) for items in requests))
+            waiting = [asyncio.ensure_future(batcher.submit(items)) for items in requests]
+            await asyncio.sleep(0)
+            release.set()
+            await gate
+            return await asyncio.gather(*waiting)
         finally:
+            release.set()
             await batcher.stop()
 
     answers = _run(scenario)
 
     assert [len(answer) for answer in answers] == sizes
-    # 64 alone; then 1 + 40 (30 more would exceed 64); then 30 + 3.
-    assert [len(call) for call in score.calls] == [64, 41, 33]
-    assert [(s.requests, s.items) for s in stats] == [(1, 64), (2, 41), (2, 33)]
+    # The gate; 64 alone; then 1 + 40 (30 more would exceed 64); then 30 + 3.
+    assert [len(call) for call in score.calls] == [1, 64, 41, 33]
+    assert [(s.requests, s.items) for s in stats] == [(1, 1), (1, 64), (2, 41), (2, 33)]
 
 
 def test_a_lone_request_on_an_idle_batcher_is_not_held_for_the_maximum_wait() -> None:
@@ -109,16 +132,14 @@ def test_too_many_waiting_listings_refuse_a_request_at_once() -> None:
         batcher = _batcher(score, max_queued=3)
         batcher.start()
         try:
-            first = asyncio.ensure_future(batcher.submit(["x"]))  # taken, scoring is held
-            while not score.entered.is_set():
-                await asyncio.sleep(0.01)
+            first = await _gated(batcher, score)  # taken, scoring is held
             waiting = asyncio.ensure_future(batcher.submit(["y", "z", "w"]))
             await asyncio.sleep(0)
             assert batcher.queued == 3
             with pytest.raises(QueueFullError, match="3 listings are waiting"):
                 await batcher.submit(["v"])
             release.set()
-            assert await first == ["X"] and await waiting == ["Y", "Z", "W"]
+            assert await first == ["GATE"] and await waiting == ["Y", "Z", "W"]
             assert batcher.queued == 0
             assert await batcher.submit(["v"]) == ["V"]  # room again
         finally:
@@ -143,3 +164,20 @@ def test_a_failed_call_fails_its_requests_only() -> None:
     failed, fine = _run(scenario)  # type: ignore[misc]
 
     assert isinstance(failed, ValueError) and fine == ["FINE"]
+
+
+def test_a_stopped_batcher_starts_again() -> None:
+    score = Recorder()
+
+    async def scenario() -> list[list[str]]:
+        batcher = _batcher(score)
+        answers = []
+        for word in ("first", "second"):  # an app's lifespan may run twice
+            batcher.start()
+            try:
+                answers.append(await batcher.submit([word]))
+            finally:
+                await batcher.stop()
+        return answers
+
+    assert _run(scenario) == [["FIRST"], ["SECOND"]]
