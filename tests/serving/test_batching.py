@@ -55,44 +55,18 @@ def _batcher(score: Recorder, **options: float) -> MicroBatcher[str, str]:
     )
 
 
-def test_requests_that_arrive_together_are_one_call_and_each_gets_its_rows() -> None:
-    release = threading.Event()
-    score = Recorder(release)
+def _arriving_together(
+    batcher: MicroBatcher[str, str], score: Recorder, requests: list[list[str]]
+) -> list[list[str]]:
+    """The answers to `requests`, all submitted while a first request holds the scoring thread,
+    so the worker finds them waiting together, as under load."""
+    assert score.release is not None
+    release = score.release
 
     async def scenario() -> list[list[str]]:
-        batcher = _batcher(score)
         batcher.start()
         try:
             gate = await _gated(batcher, score)
-            waiting = [asyncio.ensure_future(batcher.submit([f"a{i}", f"b{i}"])) for i in range(5)]
-            await asyncio.sleep(0)
-            release.set()
-            await gate
-            return await asyncio.gather(*waiting)
-        finally:
-            release.set()
-            await batcher.stop()
-
-    answers = _run(scenario)
-
-    assert answers == [[f"A{i}", f"B{i}"] for i in range(5)]
-    assert score.calls[0] == ["gate"] and len(score.calls) == 2 and len(score.calls[1]) == 10
-
-
-def test_a_request_is_never_split_and_a_batch_never_exceeds_its_maximum() -> None:
-    release = threading.Event()
-    score = Recorder(release)
-    sizes = [64, 1, 40, 30, 3]
-    stats: list[BatchStats] = []
-
-    async def scenario() -> list[list[str]]:
-        batcher = MicroBatcher(
-            score, max_batch=64, max_wait=0.0, max_queued=1000, on_batch=stats.append
-        )
-        batcher.start()
-        try:
-            gate = await _gated(batcher, score)
-            requests = [[f"r{r}-{i}" for i in range(n)] for r, n in enumerate(sizes)]
             waiting = [asyncio.ensure_future(batcher.submit(items)) for items in requests]
             await asyncio.sleep(0)
             release.set()
@@ -102,7 +76,29 @@ def test_a_request_is_never_split_and_a_batch_never_exceeds_its_maximum() -> Non
             release.set()
             await batcher.stop()
 
-    answers = _run(scenario)
+    return _run(scenario)  # type: ignore[return-value]
+
+
+def test_requests_that_arrive_together_are_one_call_and_each_gets_its_rows() -> None:
+    score = Recorder(threading.Event())
+
+    answers = _arriving_together(_batcher(score), score, [[f"a{i}", f"b{i}"] for i in range(5)])
+
+    assert answers == [[f"A{i}", f"B{i}"] for i in range(5)]
+    assert score.calls[0] == ["gate"] and len(score.calls) == 2 and len(score.calls[1]) == 10
+
+
+def test_a_request_is_never_split_and_a_batch_never_exceeds_its_maximum() -> None:
+    score = Recorder(threading.Event())
+    sizes = [64, 1, 40, 30, 3]
+    stats: list[BatchStats] = []
+    batcher = MicroBatcher(
+        score, max_batch=64, max_wait=0.0, max_queued=1000, on_batch=stats.append
+    )
+
+    answers = _arriving_together(
+        batcher, score, [[f"r{r}-{i}" for i in range(n)] for r, n in enumerate(sizes)]
+    )
 
     assert [len(answer) for answer in answers] == sizes
     # The gate; 64 alone; then 1 + 40 (30 more would exceed 64); then 30 + 3.
