@@ -136,6 +136,17 @@ class Settings(BaseSettings):
     api_max_request_mib: float = Field(
         16.0, gt=0, description="Largest /predict body (JSON, photos in base64), in MiB"
     )
+    api_batch_max_listings: int = Field(
+        64, ge=1, description="Most listings the API scores in one model call (micro-batching)"
+    )
+    api_batch_max_wait_ms: float = Field(
+        5.0, ge=0, description="Longest wait for more listings to batch while requests pour in"
+    )
+    api_max_queued_listings: int = Field(
+        256,
+        ge=1,
+        description="Listings waiting to be scored above which /predict answers 503 (Retry-After)",
+    )
     api_refresh_seconds: float = Field(
         60.0, gt=0, description="How often the API checks whether its alias moved"
     )

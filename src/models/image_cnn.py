@@ -30,10 +30,11 @@ import pandas as pd
 
 from src.config import ImageCnnParams, get_settings
 from src.errors import MissingWeightsError, RakutenError
-from src.features.images import has_photo
+from src.features.images import decode_batch, has_photo
 from src.models import devices
 from src.models.branch import CLASSES, Branch, Modality, fit_summary, labels_index
 from src.models.image_batches import ImageBatches, prefetched
+from src.models.inference import class_probabilities
 from src.models.photo_cache import PhotoCache, open_cache
 
 logger = logging.getLogger(__name__)
@@ -236,15 +237,21 @@ class ImageBranch(Branch):
             raise RakutenError("the image branch is not trained: fit or load it first")
         proba = np.full((len(products), len(CLASSES)), np.nan)
         images = products["image"].tolist() if "image" in products else [None] * len(products)
-        batches = ImageBatches(
-            images,
-            image_size=self.params.image_size,
-            batch_size=self.params.batch_size,
-            workers=self._workers(),
-        )
-        for x, rows in prefetched(batches):
+        size, batch_size = self.params.image_size, self.params.batch_size
+        with_photo = np.array([i for i, image in enumerate(images) if has_photo(image)], np.int64)
+        if len(with_photo) <= batch_size:
+            # A few photos (an API request): decoded here, no decoding threads to set up.
+            x, kept = decode_batch([images[i] for i in with_photo], size)
+            batched = iter([(x, with_photo[kept])])
+        else:
+            batched = prefetched(
+                ImageBatches(
+                    images, image_size=size, batch_size=batch_size, workers=self._workers()
+                )
+            )
+        for x, rows in batched:
             if len(rows):
-                proba[rows] = self._predict(x)
+                proba[rows] = class_probabilities(self.model, x, batch_size)
         return proba
 
     def save(self, directory: Path) -> None:
@@ -399,15 +406,6 @@ class ImageBranch(Branch):
             copy, _ = build_model(self.params, backbone, None)
         copy.set_weights(model.get_weights())
         return copy
-
-    def _predict(self, x: np.ndarray) -> np.ndarray:
-        """Probabilities of one batch, padded to the batch size (one compiled shape)."""
-        size = self.params.batch_size
-        padded = np.zeros((size, *x.shape[1:]), dtype=np.float32)
-        padded[: len(x)] = x
-        assert self.model is not None
-        proba = np.asarray(self.model.predict_on_batch(padded), dtype=np.float64)[: len(x)]
-        return np.asarray(proba / proba.sum(axis=1, keepdims=True))
 
 
 def _best_loss(history: list[dict[str, Any]]) -> float | None:

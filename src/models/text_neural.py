@@ -29,6 +29,7 @@ from src.errors import RakutenError
 from src.models import devices
 from src.models.branch import CLASSES, Branch, Modality, fit_summary, labels_index
 from src.models.image_cnn import balanced_class_weights, dtype_policy
+from src.models.inference import class_probabilities
 
 logger = logging.getLogger(__name__)
 
@@ -195,13 +196,8 @@ class NeuralTextBranch(Branch):
             raise RakutenError("the neural text branch is not trained: fit or load it first")
         proba = np.zeros((len(products), len(CLASSES)))
         if len(products):
-            known = np.asarray(
-                self.model.predict(
-                    self._inputs(products), batch_size=self.params.batch_size, verbose=0
-                ),
-                dtype=np.float64,
-            )
-            proba[:, labels_index(self.classes)] = known / known.sum(axis=1, keepdims=True)
+            known = class_probabilities(self.model, self._inputs(products), self.params.batch_size)
+            proba[:, labels_index(self.classes)] = known
         return proba
 
     def save(self, directory: Path) -> None:

@@ -28,7 +28,9 @@ import joblib
 import numpy as np
 import optuna
 import pandas as pd
+import scipy.sparse
 import sklearn
+from scipy.special import expit
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -179,9 +181,57 @@ def _proba(pipeline: Pipeline, products: pd.DataFrame) -> np.ndarray:
     """A fitted pipeline's probabilities in `CLASSES` order, 0 for classes it never saw."""
     proba = np.zeros((len(products), len(CLASSES)))
     if len(products):
-        known = pipeline.predict_proba(products[TEXT_COLUMNS])
+        known = pipeline_proba(pipeline, products[TEXT_COLUMNS])
         proba[:, labels_index(pipeline.classes_)] = known / known.sum(axis=1, keepdims=True)
     return proba
+
+
+def pipeline_proba(pipeline: Pipeline, texts: pd.DataFrame) -> np.ndarray:
+    """`pipeline.predict_proba(texts)`, computed as whole-array products.
+
+    scikit-learn checks its inputs at every step of every call: 3 folds x 27 sigmoid calibrators
+    each validate their column, and the ColumnTransformer dispatches through joblib. On a few
+    listings those checks are ~90% of the call (docs/benchmarks.md, the API's profile). The same
+    arithmetic here: each view's TF-IDF times its weight, stacked; per fold, the LinearSVC's
+    scores, every class's sigmoid at once, normalised; the folds' mean. A pipeline of another
+    shape (two classes, other calibration, a dense output) takes scikit-learn's own path.
+    """
+    views: ColumnTransformer = pipeline.named_steps["tfidf"]
+    calibrated: CalibratedClassifierCV = pipeline.named_steps["svc"]
+    folds = calibrated.calibrated_classifiers_
+    if (
+        len(calibrated.classes_) < 3
+        or not views.sparse_output_
+        or any(fold.method != "sigmoid" for fold in folds)
+    ):
+        return np.asarray(pipeline.predict_proba(texts))
+    weights = views.transformer_weights or {}
+    features = scipy.sparse.hstack(
+        [
+            vectorizer.transform(texts[column]) * weights.get(name, 1.0)
+            if name in weights
+            else vectorizer.transform(texts[column])
+            for name, vectorizer, column in views.transformers_
+            if vectorizer != "drop"
+        ]
+    ).tocsr()
+    mean = np.zeros((features.shape[0], len(calibrated.classes_)))
+    for fold in folds:
+        svc = fold.estimator
+        scores = np.asarray(features @ svc.coef_.T) + svc.intercept_
+        slope = np.array([calibrator.a_ for calibrator in fold.calibrators])
+        offset = np.array([calibrator.b_ for calibrator in fold.calibrators])
+        proba = np.zeros_like(mean)
+        proba[:, np.searchsorted(calibrated.classes_, svc.classes_)] = expit(
+            -(slope * scores + offset)
+        )
+        total = proba.sum(axis=1, keepdims=True)
+        proba = np.divide(
+            proba, total, out=np.full_like(proba, 1 / proba.shape[1]), where=total != 0
+        )
+        proba[(proba > 1.0) & (proba <= 1.0 + 1e-5)] = 1.0
+        mean += proba
+    return mean / len(folds)
 
 
 class TfidfTextBranch(Branch):

@@ -4,8 +4,11 @@
 GET /products/{productid}/prediction, GET /model, GET /health (the process is up), GET /ready (a
 model is loaded), GET /metrics (Prometheus), and the OpenAPI document at /docs; the lifecycle
 routes (lifecycle_routes.py) and the pages (pages.py) join them. Every call but /health, /ready
-and /metrics needs an API key (auth.py). Every prediction is recorded in the predictions store
-(`api_requests`, with the id of the key that asked), after the answer has gone out.
+and /metrics needs an API key (auth.py). Predictions go through the micro-batcher (batching.py):
+the listings of concurrent requests are scored together, one model call at a time off the event
+loop, and too many waiting listings answer 503 at once. Every prediction is recorded in the
+predictions store (`api_requests`, with the id of the key that asked), after the answer has gone
+out.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from time import perf_counter
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import pandas as pd
 from fastapi import (
@@ -33,7 +36,10 @@ from fastapi import (
     Response,
     UploadFile,
 )
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from mlflow.pyfunc import PyFuncModel
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
@@ -45,8 +51,10 @@ from src.db.api_keys import server_secret
 from src.db.engine import DatabaseError, make_engine
 from src.db.queries import LatestPrediction, NotFoundError, latest_prediction
 from src.db.store import ModelRef, record_api_request
+from src.models.packaged import RakutenClassifier
 from src.serving import datasets, labels, lifecycle_routes, pages, training_runs
 from src.serving.auth import AUTH_ERRORS, Caller, KeyChecker, Predictor
+from src.serving.batching import MicroBatcher, QueueFullError
 from src.serving.metrics import ApiMetrics
 from src.serving.model import ModelSlot, ServedModel
 from src.serving.schemas import (
@@ -55,12 +63,18 @@ from src.serving.schemas import (
     ModelInfo,
     PredictRequest,
     PredictResponse,
+    ProductId,
     ProductPrediction,
     Readiness,
     TypeScore,
 )
 
 logger = logging.getLogger(__name__)
+
+# A listing's answer with the model version that gave it.
+Scored = tuple[ServedModel, dict[str, Any]]
+# How long a client refused for overload should wait (a batch takes tens of milliseconds).
+RETRY_AFTER: Final = {"Retry-After": "1"}
 
 
 class PredictionService:
@@ -73,9 +87,22 @@ class PredictionService:
             settings.mlflow_tracking_uri, settings.api_model_alias, on_swap=self.metrics.serving
         )
         self.engine = make_engine(settings.database_url)
+        self.batcher: MicroBatcher[Listing, Scored] = MicroBatcher(
+            self.score,
+            max_batch=settings.api_batch_max_listings,
+            max_wait=settings.api_batch_max_wait_ms / 1000,
+            max_queued=settings.api_max_queued_listings,
+            on_batch=self.metrics.batched,
+        )
+        self.metrics.queued_listings.set_function(lambda: self.batcher.queued)
 
-    def classify(self, served: ServedModel, listings: list[Listing]) -> list[ProductPrediction]:
-        """The served model's predictions for `listings`, in their order."""
+    def score(self, listings: list[Listing]) -> list[Scored]:
+        """The served model's answer for each listing of a batch (one model call, in a thread).
+
+        The registered pyfunc model's own `predict`, minus MLflow's per-call input checks: the
+        listings were checked when the request was read, into the columns the model takes.
+        """
+        served = served_model(self)
         inputs = pd.DataFrame(
             {
                 "designation": [listing.designation for listing in listings],
@@ -83,9 +110,13 @@ class PredictionService:
                 "image": pd.Series([listing.image for listing in listings], dtype=object),
             }
         )
-        answers = pd.DataFrame(served.model.predict(inputs))
+        answers = scoring_model(served.model).predict(None, inputs)  # type: ignore[arg-type]
+        return [(served, {str(k): v for k, v in row.items()}) for row in answers.to_dict("records")]
+
+    def predictions(self, listings: list[Listing], scored: list[Scored]) -> list[ProductPrediction]:
+        """The answers of a request's listings, in their order, counted in the metrics."""
         predictions = []
-        for listing, answer in zip(listings, answers.to_dict("records"), strict=True):
+        for listing, (_, answer) in zip(listings, scored, strict=True):
             prediction = ProductPrediction(
                 productid=listing.productid,
                 prdtypecode=int(answer["prdtypecode"]),
@@ -122,14 +153,15 @@ class PredictionService:
             self.metrics.store_errors.inc()
             logger.exception("a %s call could not be recorded in the store", endpoint)
 
-    def answer(
+    async def answer(
         self,
         listings: list[Listing],
         who: Caller,
         endpoint: str,
         background: BackgroundTasks,
     ) -> PredictResponse:
-        """Classify `listings` with the served model, and record the call once answered."""
+        """Classify `listings` with the served model (batched with other requests' listings), and
+        record the call once answered; 503 with Retry-After when too many listings wait."""
         limit = self.settings.api_max_products
         if len(listings) > limit:
             raise HTTPException(
@@ -137,10 +169,19 @@ class PredictionService:
                 f"{len(listings)} products in one request; at most {limit} "
                 "(score larger sets with `rakuten predict` or the batch-prediction DAG)",
             )
-        served = served_model(self)
+        served_model(self)  # no model: 503 now, not after queueing
         start = perf_counter()
-        predictions = self.classify(served, listings)
-        answer = PredictResponse(model=_info(served), predictions=predictions)
+        try:
+            scored = await self.batcher.submit(listings)
+        except QueueFullError as error:
+            self.metrics.overloaded.inc()
+            raise HTTPException(
+                503, f"the API is overloaded: {error}; retry shortly", headers=RETRY_AFTER
+            ) from None
+        served = scored[0][0]
+        answer = PredictResponse(
+            model=_info(served), predictions=self.predictions(listings, scored)
+        )
         duration_ms = (perf_counter() - start) * 1000
         background.add_task(
             self.record,
@@ -152,6 +193,14 @@ class PredictionService:
             who.key_id,
         )
         return answer
+
+
+def scoring_model(model: PyFuncModel) -> RakutenClassifier:
+    """The registered model's python model, whose `predict` the API calls on its batches."""
+    python_model = model.unwrap_python_model()  # type: ignore[no-untyped-call]
+    if not isinstance(python_model, RakutenClassifier):
+        raise TypeError(f"the served model is a {type(python_model).__name__}, not a Rakuten model")
+    return python_model
 
 
 def _recorded_request(listings: list[Listing]) -> dict[str, Any]:
@@ -226,25 +275,37 @@ def model(service: Service, who: Predictor) -> ModelInfo:
     return _info(served_model(service))
 
 
+_PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
+    **AUTH_ERRORS,
+    503: {
+        "description": "No model is loaded (none promoted yet, or registry down), or more than "
+        "RAKUTEN_API_MAX_QUEUED_LISTINGS listings are waiting to be scored: retry after "
+        "Retry-After seconds",
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds to wait before retrying (when overloaded)",
+                "schema": {"type": "integer"},
+            }
+        },
+    },
+}
+
+
 @router.post(
     "/predict",
     responses={
-        **AUTH_ERRORS,
-        **_NO_MODEL,
+        **_PREDICT_ERRORS,
         413: {"description": "More products than RAKUTEN_API_MAX_PRODUCTS"},
     },
 )
-def predict(
+async def predict(
     body: PredictRequest, service: Service, who: Predictor, background: BackgroundTasks
 ) -> PredictResponse:
     """Classify one or a few listings (text, and the photo where given) into product types."""
-    return service.answer(body.products, who, "/predict", background)
+    return await service.answer(body.products, who, "/predict", background)
 
 
-@router.post(
-    "/predict/upload",
-    responses={**AUTH_ERRORS, **_NO_MODEL},
-)
+@router.post("/predict/upload", responses=_PREDICT_ERRORS)
 async def predict_upload(
     service: Service,
     who: Predictor,
@@ -260,7 +321,7 @@ async def predict_upload(
         raise HTTPException(
             422, error.errors(include_url=False, include_context=False, include_input=False)
         ) from None
-    return await run_in_threadpool(service.answer, [listing], who, "/predict/upload", background)
+    return await service.answer([listing], who, "/predict/upload", background)
 
 
 @router.get(
@@ -272,7 +333,7 @@ async def predict_upload(
     },
 )
 def stored_prediction(
-    productid: Annotated[int, Path(ge=0, le=2**63 - 1)], service: Service, who: Predictor
+    productid: Annotated[ProductId, Path()], service: Service, who: Predictor
 ) -> LatestPrediction:
     """The product's latest prediction from the batch runs, by the model serving the API's alias."""
     try:
@@ -352,6 +413,43 @@ async def _keep_fresh(slot: ModelSlot, every_seconds: float) -> None:
         await asyncio.sleep(every_seconds)
 
 
+_UNREADABLE_BODY: Final = {
+    "description": "The body could not be read: JSON that is not UTF-8, or a broken form"
+}
+
+
+def document_unreadable_bodies(app: FastAPI) -> None:
+    """List the 400 FastAPI answers for a body it cannot parse on every operation that takes one,
+    so that the OpenAPI document names every status code the API answers (FastAPI's way of
+    extending the document: wrap `app.openapi`, which caches it)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            for operations in generate()["paths"].values():
+                for operation in operations.values():
+                    if "requestBody" in operation:
+                        operation["responses"].setdefault("400", _UNREADABLE_BODY)
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+class _AsciiJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped: a refused input is echoed in the error,
+    and a lone surrogate (valid as a JSON escape, not as UTF-8) must not break the answer."""
+
+    def render(self, content: Any) -> bytes:
+        """The content as ASCII JSON."""
+        return json.dumps(content, ensure_ascii=True, allow_nan=False).encode("ascii")
+
+
+async def _invalid_request(request: Request, error: Exception) -> Response:
+    """FastAPI's 422 for a request that fails validation, able to echo any input."""
+    assert isinstance(error, RequestValidationError)
+    return _AsciiJSONResponse({"detail": jsonable_encoder(error.errors())}, status_code=422)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API for `settings` (default: the environment's); it loads its model at start-up."""
     service = PredictionService(settings or get_settings())
@@ -372,12 +470,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         watcher = asyncio.create_task(
             _keep_fresh(service.slot, service.settings.api_refresh_seconds)
         )
+        service.batcher.start()
         try:
             yield
         finally:
             watcher.cancel()
             with suppress(asyncio.CancelledError):
                 await watcher
+            await service.batcher.stop()
             started.state.jobs.close()
             service.engine.dispose()
 
@@ -398,6 +498,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(training_runs.router)
     app.include_router(pages.router)
     pages.mount(app, hmac_key)
+    document_unreadable_bodies(app)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_middleware(
         RequestSizeLimit,
         limit=int(service.settings.api_max_request_mib * 1024 * 1024),

@@ -12,13 +12,16 @@ from typing import Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from src.db.store import ModelRef
+from src.serving.batching import BatchStats
 
 LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 PROBABILITY_BUCKETS: Final = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 
 
 class ApiMetrics:
-    """Requests, latency, predictions and the served model, in one registry."""
+    """Requests, latency, batches, back-pressure, predictions and the served model, in one
+    registry."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -63,6 +66,28 @@ class ApiMetrics:
             "Times a new model version was loaded (start-up, promotion, rollback)",
             registry=self.registry,
         )
+        self.batch_listings = Histogram(
+            "rakuten_api_batch_listings",
+            "Listings scored per model call (micro-batching gathers concurrent requests)",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_duration = Histogram(
+            "rakuten_api_batch_duration_seconds",
+            "Time of one model call on a batch",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.queued_listings = Gauge(
+            "rakuten_api_queued_listings",
+            "Listings waiting to be scored",
+            registry=self.registry,
+        )
+        self.overloaded = Counter(
+            "rakuten_api_overloaded",
+            "Requests refused with 503 because too many listings were waiting (back-pressure)",
+            registry=self.registry,
+        )
         self.store_errors = Counter(
             "rakuten_api_store_errors",
             "Calls that could not be recorded in the predictions store",
@@ -75,6 +100,11 @@ class ApiMetrics:
         self.model_info.labels(ref.name, ref.version, ref.alias or "").set(1)
         self.model_loaded.set(1)
         self.model_swaps.inc()
+
+    def batched(self, batch: BatchStats) -> None:
+        """Count one model call on a batch."""
+        self.batch_listings.observe(batch.items)
+        self.batch_duration.observe(batch.seconds)
 
     def predicted(self, prdtypecode: int, probability: float) -> None:
         """Count one prediction."""

@@ -22,7 +22,6 @@ from fastapi import APIRouter, BackgroundTasks, FastAPI, Form, HTTPException, Re
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
 from starlette.middleware.sessions import SessionMiddleware
 
 from src.db.api_keys import ADMIN, PREDICT
@@ -216,7 +215,7 @@ async def predict_form(
         )
     service = request.app.state.service
     try:
-        answer = await run_in_threadpool(service.answer, [listing], who, "/ui/predict", background)
+        answer = await service.answer([listing], who, "/ui/predict", background)
     except HTTPException as error:  # no model loaded yet: say so on the page
         return _render(
             request,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 from datetime import datetime
-from typing import Final
+from typing import Annotated, Final
 
 from PIL import Image, UnidentifiedImageError
 from pydantic import Base64Bytes, BaseModel, ConfigDict, Field, field_validator
@@ -13,6 +13,13 @@ MAX_PHOTO_BYTES: Final = 5 * 1024 * 1024
 # The catalogue's photos are 500x500; a larger one costs memory to decode for nothing.
 MAX_PHOTO_PIXELS: Final = 4096 * 4096
 MAX_TEXT_CHARS: Final = 20_000  # the longest real descriptions are about 12,000 characters
+# The photo formats the API takes (PIL's names): what the catalogue's photos are.
+PHOTO_FORMATS: Final = frozenset({"JPEG", "PNG"})
+
+# The catalogue's id: what the predictions store keeps (a BIGINT), the same rule on every route.
+ProductId = Annotated[
+    int, Field(ge=0, le=2**63 - 1, description="The catalogue's id of the product")
+]
 
 
 class Listing(BaseModel):
@@ -20,7 +27,9 @@ class Listing(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    productid: int | None = Field(None, description="The catalogue's id, echoed in the answer")
+    productid: ProductId | None = Field(
+        None, description="The catalogue's id, echoed in the answer"
+    )
     designation: str = Field(
         min_length=1, max_length=MAX_TEXT_CHARS, description="The product's title"
     )
@@ -28,7 +37,7 @@ class Listing(BaseModel):
         None, max_length=MAX_TEXT_CHARS, description="Its description (HTML is fine)"
     )
     image: Base64Bytes | None = Field(
-        None, description="The photo (JPEG or PNG), base64; without it the text decides alone"
+        None, description="The photo, JPEG or PNG only, base64; without it the text decides alone"
     )
 
     @field_validator("designation")
@@ -46,13 +55,13 @@ class Listing(BaseModel):
         if len(value) > MAX_PHOTO_BYTES:
             raise ValueError(f"photo of {len(value)} bytes; at most {MAX_PHOTO_BYTES}")
         try:
-            with Image.open(io.BytesIO(value)) as photo:
+            with Image.open(io.BytesIO(value), formats=sorted(PHOTO_FORMATS)) as photo:
                 width, height = photo.size
                 photo.verify()
         except Image.DecompressionBombError:
             raise ValueError(f"photo over {MAX_PHOTO_PIXELS} pixels") from None
         except (UnidentifiedImageError, OSError, SyntaxError) as error:
-            raise ValueError(f"image is not a readable photo: {error}") from None
+            raise ValueError(f"image is not a readable JPEG or PNG photo: {error}") from None
         if width * height > MAX_PHOTO_PIXELS:
             raise ValueError(f"photo of {width}x{height} pixels; at most {MAX_PHOTO_PIXELS}")
         return value
@@ -92,7 +101,7 @@ class TypeScore(BaseModel):
 class ProductPrediction(TypeScore):
     """The predicted type of one listing, and the three most likely types."""
 
-    productid: int | None
+    productid: ProductId | None
     top3: list[TypeScore]
 
 

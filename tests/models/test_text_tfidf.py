@@ -23,7 +23,14 @@ from src.data.synth import synthesize
 from src.errors import RakutenError
 from src.models.branch import CLASSES, branch_class
 from src.models.data import load_split, products_from_listings
-from src.models.text_tfidf import CONFIG_FILE, MODEL_FILE, SEARCHED, TfidfTextBranch
+from src.models.text_tfidf import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    SEARCHED,
+    TEXT_COLUMNS,
+    TfidfTextBranch,
+    pipeline_proba,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PARAMS = load_params(PROJECT_ROOT / "params.yaml").text_tfidf
@@ -266,3 +273,15 @@ def test_save_and_load_in_a_fresh_process(
 def test_predicting_before_fitting_says_what_to_do() -> None:
     with pytest.raises(RakutenError, match="fit or load"):
         TfidfTextBranch().predict_proba(pd.DataFrame({"text": ["a"], "designation": ["a"]}))
+
+
+@pytest.mark.parametrize("rows", [1, 7, 500])
+def test_the_fast_path_answers_as_scikit_learn_does(
+    synthetic_branch: TfidfTextBranch, synthetic: Splits, rows: int
+) -> None:
+    texts = synthetic[2].head(rows)[TEXT_COLUMNS]
+    assert synthetic_branch.pipeline is not None
+
+    fast = pipeline_proba(synthetic_branch.pipeline, texts)
+
+    np.testing.assert_allclose(fast, synthetic_branch.pipeline.predict_proba(texts), atol=1e-12)

@@ -12,9 +12,11 @@ import io
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pandas as pd
 import pytest
@@ -131,13 +133,14 @@ def _metrics(client: TestClient) -> dict[tuple[str, frozenset[tuple[str, str]]],
     }
 
 
-def test_predict_answers_as_the_registered_model_does(
+def test_64_products_are_one_model_call_answered_as_the_registered_model(
     client: TestClient, registry: Registry, listings: pd.DataFrame
 ) -> None:
-    with_photo = listings[listings["image_path"].notna()].head(3)
-    without_photo = listings[listings["image_path"].isna()].head(2)
-    sent = pd.concat([with_photo, without_photo])
-    assert len(with_photo) == 3 and len(without_photo) == 2
+    with_photo = listings[listings["image_path"].notna()]
+    without_photo = listings[listings["image_path"].isna()]
+    assert len(with_photo) >= 3 and len(without_photo) >= 2
+    sent = pd.concat([with_photo, without_photo]).head(64)
+    sent = pd.concat([sent] * (1 + 64 // len(sent))).head(64)  # 64, some listed twice
 
     response = client.post(
         "/predict", json={"products": [_product(row) for _, row in sent.iterrows()]}
@@ -149,18 +152,99 @@ def test_predict_answers_as_the_registered_model_does(
     assert answer["model"]["version"] == "1" and answer["model"]["alias"] == CHAMPION
     predictions = answer["predictions"]
     assert [p["productid"] for p in predictions] == [int(i) for i in sent["productid"]]
+    # The API's fast path answers as MLflow's own loading of the registered model does.
     expected = load(f"models:/{MODEL_NAME}/1", registry.uri).predict(model_inputs(sent, None))
     assert [p["prdtypecode"] for p in predictions] == expected["prdtypecode"].tolist()
     assert [p["probability"] for p in predictions] == pytest.approx(
         expected["probability"].tolist(), abs=1e-6
     )
-    for prediction in predictions:
-        top3 = prediction["top3"]
-        assert len(top3) == 3 and {t["prdtypecode"] for t in top3} <= set(CLASSES.tolist())
-        assert top3[0]["prdtypecode"] == prediction["prdtypecode"]
-        assert top3[0]["label"] == prediction["label"]
-        probabilities = [t["probability"] for t in top3]
-        assert probabilities == sorted(probabilities, reverse=True)
+    for prediction, top3 in zip(predictions, expected["top3"], strict=True):
+        assert prediction["top3"] == [
+            {**t, "probability": pytest.approx(t["probability"], abs=1e-6)}
+            for t in json.loads(top3)
+        ]
+        assert prediction["top3"][0]["prdtypecode"] == prediction["prdtypecode"]
+    samples = _metrics(client)
+    assert samples[("rakuten_api_batch_listings_count", frozenset())] == 1  # one model call
+    assert samples[("rakuten_api_batch_listings_sum", frozenset())] == 64
+
+
+def test_concurrent_requests_each_get_their_own_answer(
+    client: TestClient, listings: pd.DataFrame
+) -> None:
+    sent = listings.head(12)
+    products = [_product(row) for _, row in sent.iterrows()]
+    alone = [client.post("/predict", json={"products": [p]}).json() for p in products]
+
+    with ThreadPoolExecutor(len(products)) as pool:
+        together = list(
+            pool.map(lambda p: client.post("/predict", json={"products": [p]}).json(), products)
+        )
+
+    for one, other in zip(alone, together, strict=True):
+        assert other["predictions"] == [
+            {**p, "probability": pytest.approx(p["probability"], abs=1e-6), "top3": ANY}
+            for p in one["predictions"]
+        ]
+    samples = _metrics(client)
+    assert samples[("rakuten_api_batch_listings_sum", frozenset())] == 2 * len(products)
+    assert samples[("rakuten_api_batch_listings_count", frozenset())] <= 2 * len(products)
+
+
+def test_too_many_waiting_listings_answer_503_with_retry_after_and_are_counted(
+    registry: Registry, store: str
+) -> None:
+    settings = _settings(registry, store).model_copy(update={"api_max_queued_listings": 1})
+    with TestClient(create_app(settings)) as client:
+        _ready(_keyed(client, store))
+        two = {"products": [{"designation": "Lampe de chevet"}, {"designation": "Jeu de cartes"}]}
+
+        refused = client.post("/predict", json=two)
+        answered = client.post("/predict", json={"products": two["products"][:1]})
+
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+        assert "RAKUTEN_API_MAX_QUEUED_LISTINGS" not in refused.text  # says why, not the setting
+        assert "waiting to be scored" in refused.json()["detail"]
+        assert answered.status_code == 200
+        samples = _metrics(client)
+        assert samples[("rakuten_api_overloaded_total", frozenset())] == 1
+        labels = frozenset({"endpoint": "/predict", "method": "POST", "status": "503"}.items())
+        assert samples[("rakuten_api_requests_total", labels)] == 1
+
+
+def test_input_edges_are_refused_with_documented_statuses_never_500(client: TestClient) -> None:
+    gif = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(gif, format="GIF")
+    refused = {
+        "a GIF photo": {"designation": "Lampe", "image": base64.b64encode(gif.getvalue()).decode()},
+        "a negative productid": {"designation": "Lampe", "productid": -1},
+        "a productid over BIGINT": {"designation": "Lampe", "productid": 2**63},
+    }
+    for case, product in refused.items():
+        response = client.post("/predict", json={"products": [product]})
+        assert response.status_code == 422, case
+    assert (
+        "JPEG or PNG" in client.post("/predict", json={"products": [refused["a GIF photo"]]}).text
+    )
+    # One productid rule on every route.
+    assert client.get("/products/-1/prediction").status_code == 422
+    assert client.get(f"/products/{2**63}/prediction").status_code == 422
+    # A lone surrogate is valid as a JSON escape, not as text: refused, and echoed without a 500.
+    for field in ("designation", "description"):
+        body = json.dumps({"products": [{"designation": "Lampe", field: "a\ud800b"}]})  # ASCII
+        response = client.post(
+            "/predict", content=body.encode(), headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == 422, response.text
+        assert "unicode" in response.text
+    # A body that is not UTF-8 JSON: 400, a status the OpenAPI document lists.
+    response = client.post(
+        "/predict", content=b"\xff\xfe{", headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    documented = client.get("/openapi.json").json()["paths"]
+    assert "400" in documented["/predict"]["post"]["responses"]
+    assert "400" in documented["/predict/upload"]["post"]["responses"]
 
 
 def test_a_photo_sent_as_bytes_counts_as_the_photo_file_does(
