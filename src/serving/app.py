@@ -59,6 +59,7 @@ from src.serving.metrics import ApiMetrics
 from src.serving.model import ModelSlot, ServedModel
 from src.serving.schemas import (
     MAX_TEXT_CHARS,
+    TITLE_PATTERN,
     Listing,
     ModelInfo,
     PredictRequest,
@@ -310,7 +311,9 @@ async def predict_upload(
     service: Service,
     who: Predictor,
     background: BackgroundTasks,
-    designation: Annotated[str, Form(min_length=1, max_length=MAX_TEXT_CHARS)],
+    designation: Annotated[
+        str, Form(min_length=1, max_length=MAX_TEXT_CHARS, pattern=TITLE_PATTERN)
+    ],
     description: Annotated[str | None, Form(max_length=MAX_TEXT_CHARS)] = None,
     photo: Annotated[UploadFile | None, File(description="JPEG or PNG")] = None,
 ) -> PredictResponse:

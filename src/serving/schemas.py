@@ -13,6 +13,9 @@ MAX_PHOTO_BYTES: Final = 5 * 1024 * 1024
 # The catalogue's photos are 500x500; a larger one costs memory to decode for nothing.
 MAX_PHOTO_PIXELS: Final = 4096 * 4096
 MAX_TEXT_CHARS: Final = 20_000  # the longest real descriptions are about 12,000 characters
+# A title has some text: the schema says it (a character that is no blank), so that a client, or
+# schemathesis, never sends a blank title the validator below would refuse.
+TITLE_PATTERN: Final = r"\S"
 # The photo formats the API takes (PIL's names): what the catalogue's photos are.
 PHOTO_FORMATS: Final = frozenset({"JPEG", "PNG"})
 
@@ -31,7 +34,10 @@ class Listing(BaseModel):
         None, description="The catalogue's id, echoed in the answer"
     )
     designation: str = Field(
-        min_length=1, max_length=MAX_TEXT_CHARS, description="The product's title"
+        min_length=1,
+        max_length=MAX_TEXT_CHARS,
+        pattern=TITLE_PATTERN,
+        description="The product's title (not blank)",
     )
     description: str | None = Field(
         None, max_length=MAX_TEXT_CHARS, description="Its description (HTML is fine)"

@@ -311,7 +311,7 @@ def _png(width: int, height: int) -> str:
 @pytest.mark.parametrize(
     ("product", "reason"),
     [
-        ({"designation": "   "}, "designation is blank"),
+        ({"designation": "   "}, "String should match pattern"),
         ({"description": "no title"}, "Field required"),
         ({"designation": "Lampe", "colour": "red"}, "Extra inputs are not permitted"),
         ({"designation": "Lampe", "image": "not base64!"}, "base64"),
