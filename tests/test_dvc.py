@@ -96,6 +96,7 @@ def test_push_and_pull_through_the_committed_s3_remote(s3_endpoint: str, tmp_pat
     assert {p.name: _sha256(p) for p in raw.iterdir()} == before
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_dvc_repro_runs_the_pipeline_and_then_skips_what_did_not_change(tmp_path: Path) -> None:
     repo = tmp_path / "repo"

@@ -111,6 +111,7 @@ def test_registered_as_the_text_branch() -> None:
     assert PARAMS.trials > 0
 
 
+@pytest.mark.slow
 def test_at_least_plain_tfidf_linearsvc_on_the_real_sample(
     sample: Splits, sample_branch: tuple[TfidfTextBranch, dict[str, Any]]
 ) -> None:

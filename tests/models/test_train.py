@@ -177,6 +177,7 @@ def _sample_pipeline(sample: Path, processed: Path, out: Path, **blocks: Any) ->
     return {**evaluate_models(processed, sample, out / "models", out / "reports"), **fusion}
 
 
+@pytest.mark.slow
 def test_on_the_real_sample_the_fused_model_beats_yesterdays_and_a_plain_svc(
     rakuten_sample: Path, tmp_path: Path
 ) -> None:
