@@ -167,10 +167,8 @@ class _Added:
 
         def filled(tmp: Path) -> _Content:
             files, photos = fill(tmp)
-            for folder in self.folders:
-                photos += _add_dataset(
-                    folder, tmp, {p.name for p in photos if p.image_set == _TRAIN_SET}
-                )
+            present = {p.name for p in photos if p.image_set == _TRAIN_SET}
+            photos += _add_datasets(self.folders, tmp, present)
             for name in (X_TRAIN_FILE, Y_TRAIN_FILE):
                 files[name] = _hash_file(tmp / name)._asdict()
             return files, photos
@@ -194,30 +192,44 @@ def _dataset_entry(folder: Path) -> dict[str, Any]:
         raise DataSourceError(f"{folder} is not a readable uploaded dataset ({error})") from error
 
 
-def _add_dataset(folder: Path, tmp: Path, present: set[str]) -> list[_Photo]:
-    """Append an uploaded dataset's rows to the snapshot's train CSVs, renumbered after its last
-    row id, and copy its photos that the snapshot lacks; the photos copied."""
+def _add_datasets(folders: list[Path], tmp: Path, present: set[str]) -> list[_Photo]:
+    """Append the uploaded datasets' rows to the snapshot's train CSVs (read and written once),
+    each renumbered after the last row id, and copy their photos that the snapshot lacks (the
+    names in `present`); the photos copied."""
     try:
         x, y = read_raw_csv(tmp / X_TRAIN_FILE), read_raw_csv(tmp / Y_TRAIN_FILE)
-        new_x, new_y = read_raw_csv(folder / X_TRAIN_FILE), read_raw_csv(folder / Y_TRAIN_FILE)
         start = int(x.index.astype(int).max()) + 1 if len(x) else 0
     except (RawDataError, ValueError) as error:
-        raise DataSourceError(f"cannot add the uploaded dataset {folder.name}: {error}") from error
-    renumbered = {old: str(start + i) for i, old in enumerate(new_x.index)}
-    new_x.index = new_x.index.map(renumbered)
-    new_y.index = new_y.index.map(renumbered)
-    pd.concat([x, new_x]).to_csv(tmp / X_TRAIN_FILE)
-    pd.concat([y, new_y]).to_csv(tmp / Y_TRAIN_FILE)
-    images = folder / TRAIN_IMAGE_DIR
-    photos = _list_photos({_TRAIN_SET: images}) if images.is_dir() else []
-    copied = _copy_photos([p for p in photos if p[1].name not in present], tmp / IMAGES_DIR)
-    logger.info(
-        "added the uploaded dataset %s: %d rows, %d photos (%d the source already had)",
-        folder.name,
-        len(new_x),
-        len(copied),
-        len(photos) - len(copied),
-    )
+        raise DataSourceError(
+            f"cannot add the uploaded datasets to the snapshot: {error}"
+        ) from error
+    xs, ys, copied = [x], [y], []
+    for folder in folders:
+        try:
+            new_x = read_raw_csv(folder / X_TRAIN_FILE)
+            new_y = read_raw_csv(folder / Y_TRAIN_FILE)
+        except RawDataError as error:
+            raise DataSourceError(
+                f"cannot add the uploaded dataset {folder.name}: {error}"
+            ) from error
+        renumbered = {old: str(start + i) for i, old in enumerate(new_x.index)}
+        start += len(new_x)
+        xs.append(new_x.set_axis(new_x.index.map(renumbered)))
+        ys.append(new_y.set_axis(new_y.index.map(renumbered)))
+        images = folder / TRAIN_IMAGE_DIR
+        photos = _list_photos({_TRAIN_SET: images}) if images.is_dir() else []
+        added = _copy_photos([p for p in photos if p[1].name not in present], tmp / IMAGES_DIR)
+        present |= {photo.name for photo in added}
+        copied += added
+        logger.info(
+            "added the uploaded dataset %s: %d rows, %d photos (%d the snapshot already had)",
+            folder.name,
+            len(new_x),
+            len(added),
+            len(photos) - len(added),
+        )
+    pd.concat(xs).to_csv(tmp / X_TRAIN_FILE)
+    pd.concat(ys).to_csv(tmp / Y_TRAIN_FILE)
     return copied
 
 
