@@ -43,8 +43,7 @@ def model_changes(
     from datetime import UTC, datetime
 
     from src.data.io import write_json
-    from src.registry.lifecycle import training_needed
-    from src.registry.summary import CHANGES_FILE
+    from src.registry.lifecycle import CHANGES_FILE, training_needed
 
     settings = get_settings()
     with monitored("changes") as run:

@@ -65,6 +65,7 @@ CHALLENGER: Final = "challenger"
 CHAMPION: Final = "champion"
 AUDIT_EXPERIMENT: Final = f"{MODEL_NAME}-audit"
 GATE_FILE: Final = "gate.json"
+CHANGES_FILE: Final = "changes.json"  # the training decision of `rakuten model changes`
 RETRAIN_REASON_TAG: Final = "retrain_reason"  # why a training ran (the closed loop's finding)
 DESCRIPTION: Final = (
     "Rakuten France product-type classifier: 27 prdtypecodes from a listing's text and photo "

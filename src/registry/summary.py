@@ -27,12 +27,11 @@ from src.models.evaluate import METRICS_FILE
 from src.models.fusion import FUSION_FILE
 from src.models.packaged import MODEL_NAME, fused_model_dir
 from src.models.train import PACKAGED_DIR
-from src.registry.lifecycle import CHALLENGER, CHAMPION, GATE_FILE, alias_version
+from src.registry.lifecycle import CHALLENGER, CHAMPION, CHANGES_FILE, GATE_FILE, alias_version
 from src.registry.tracking import EXPERIMENT, experiment_address
 
 logger = logging.getLogger(__name__)
 
-CHANGES_FILE: Final = "changes.json"
 HEADLINE: Final = ("weighted_f1", "macro_f1", "accuracy", "coverage")
 # The commands that open what the run filled (Makefile targets; each prints its address too).
 OPEN_COMMANDS: Final = {

@@ -21,8 +21,8 @@ from src.models.batch_predict import predict_batch
 from src.models.fusion import FUSION_FILE
 from src.models.packaged import fused_model_dir
 from src.models.train import PACKAGED_DIR
-from src.registry.lifecycle import model_ref
-from src.registry.summary import CHANGES_FILE, render, run_summary
+from src.registry.lifecycle import CHANGES_FILE, model_ref
+from src.registry.summary import render, run_summary
 from src.registry.tracking import tracking_client
 from tests.trained_registry import TEXT_PARAMS, Registry, trained_registry
 
