@@ -199,9 +199,14 @@ class PredictionService:
             model=_info(served), predictions=self.predictions(listings, scored)
         )
         duration_ms = (perf_counter() - start) * 1000
-        self.recorder.add(
-            Answered(endpoint, listings, answer, served.ref, received_at, duration_ms, who.key_id)
+        answered = Answered(
+            endpoint, listings, answer, served.ref, received_at, duration_ms, who.key_id
         )
+        if not self.recorder.add(answered):  # the store has not kept up for a while
+            self.metrics.store_errors.inc()
+            logger.warning(
+                "a %s call was not recorded: too many calls wait for the store", endpoint
+            )
         return answer
 
 

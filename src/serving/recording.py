@@ -3,9 +3,10 @@
 Writing each call in a transaction of its own, from the request's thread, cost the API a thread
 hand-off, a connection checkout and a commit per request (a third of the process's time under
 load). The recorder takes each call at once, and its thread writes everything that waits, in
-order, in one `write` call (the store's one multi-row insert). Nothing is dropped: `stop` writes
-what is left before it returns, and a `write` that raises is its own caller's to report (the
-calls it held are not retried, as a request's record never was).
+order, in one `write` call (the store's one multi-row insert). Nothing is dropped while the store
+keeps up: `stop` writes what is left before it returns. A `write` that raises is its own caller's
+to report (the calls it held are not retried, as a request's record never was), and while the
+store is down at most `max_pending` calls wait: `add` refuses more, so memory stays bounded.
 Like the micro-batcher, it belongs to no event loop: the first lifespan starts it, the last
 stops it.
 """
@@ -26,9 +27,12 @@ Call = TypeVar("Call")
 class CallRecorder(Generic[Call]):
     """Hands the calls given to `add` to `write`, in order, in batches of at most `max_batch`."""
 
-    def __init__(self, write: Callable[[list[Call]], None], max_batch: int = 500) -> None:
+    def __init__(
+        self, write: Callable[[list[Call]], None], max_batch: int = 500, max_pending: int = 10_000
+    ) -> None:
         self._write = write
         self.max_batch = max_batch
+        self.max_pending = max_pending
         self._lock = threading.Condition()
         self._pending: list[Call] = []
         self._starts = 0
@@ -42,12 +46,16 @@ class CallRecorder(Generic[Call]):
         """Calls not yet handed to `write`."""
         return len(self._pending)
 
-    def add(self, call: Call) -> None:
-        """Queue a call to be written (never blocks on the store)."""
+    def add(self, call: Call) -> bool:
+        """Queue a call to be written (never blocks on the store); False, and the call is not
+        kept, when `max_pending` calls already wait."""
         with self._lock:
+            if len(self._pending) >= self.max_pending:
+                return False
             self._pending.append(call)
             self._added += 1
             self._lock.notify_all()
+        return True
 
     def start(self) -> None:
         """Start the writer thread, unless a lifespan already did."""

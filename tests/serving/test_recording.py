@@ -111,3 +111,19 @@ def test_the_writer_runs_until_the_last_lifespan_stops_and_starts_again() -> Non
     assert recorder.flush(timeout=GUARD)
     asyncio.run(recorder.stop())
     assert store.written == [1, 2]
+
+
+def test_while_the_store_is_stuck_at_most_max_pending_calls_wait() -> None:
+    release = threading.Event()
+    store = Store(release)
+    recorder: CallRecorder[int] = CallRecorder(store, max_pending=3)
+    recorder.start()
+    recorder.add(0)
+    assert store.entered.wait(GUARD)  # the writer is stuck on call 0
+    assert [recorder.add(call) for call in range(1, 6)] == [True, True, True, False, False]
+    release.set()
+    assert recorder.flush(timeout=GUARD)
+    assert store.written == [0, 1, 2, 3]
+    assert recorder.add(6)  # room again once written
+    asyncio.run(recorder.stop())
+    assert store.written == [0, 1, 2, 3, 6]
