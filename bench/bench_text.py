@@ -46,7 +46,7 @@ from src.data.synth import synthesize
 from src.models.branch import CLASSES, Branch
 from src.models.data import load_split, products_from_listings
 from src.models.text_neural import NeuralTextBranch
-from src.models.text_tfidf import FRENCH_STOP_WORDS, TOKEN_PATTERN, TfidfTextBranch
+from src.models.text_tfidf import TOKEN_PATTERN, TfidfTextBranch, french_stop_words
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -56,7 +56,7 @@ def plain_sklearn(config: TextTfidfParams, cores: int) -> Pipeline:
     words: dict[str, Any] = {
         "ngram_range": (1, config.word_ngram_max),
         "token_pattern": TOKEN_PATTERN,
-        "stop_words": FRENCH_STOP_WORDS,
+        "stop_words": french_stop_words(),
         "max_features": config.max_features,
         "sublinear_tf": True,
         "dtype": np.float32,

@@ -427,6 +427,51 @@ def unscored(
     return listings[mask]
 
 
+@dataclass(frozen=True)
+class ApiCall:
+    """One answered call to the prediction API, as `api_requests` keeps it."""
+
+    endpoint: str
+    request: dict[str, Any]
+    response: dict[str, Any] | None
+    status_code: int
+    duration_ms: float
+    model: ModelRef | None
+    api_key_id: int | None = None
+    received_at: datetime | None = None  # None: when it is written
+
+
+def record_api_calls(engine: Engine, calls: Sequence[ApiCall]) -> list[int]:
+    """Record API calls in one transaction and one multi-row insert (request and response as
+    JSON, the id of the key that called, never the key); return their ids, in order."""
+    if not calls:
+        return []
+    now = datetime.now(UTC)
+    with transaction(engine) as connection:
+        versions = {
+            call.model: _model_version_id(connection, call.model)
+            for call in calls
+            if call.model is not None
+        }
+        rows = [
+            {
+                "received_at": call.received_at or now,
+                "endpoint": call.endpoint,
+                "model_version_id": None if call.model is None else versions[call.model],
+                "request": call.request,
+                "response": call.response,
+                "status_code": call.status_code,
+                "duration_ms": call.duration_ms,
+                "api_key_id": call.api_key_id,
+            }
+            for call in calls
+        ]
+        result = connection.execute(
+            insert(ApiRequest).returning(ApiRequest.id, sort_by_parameter_order=True), rows
+        )
+        return list(result.scalars())
+
+
 def record_api_request(
     engine: Engine,
     *,
@@ -438,20 +483,6 @@ def record_api_request(
     model: ModelRef | None,
     api_key_id: int | None = None,
 ) -> int:
-    """Record one call to the prediction API (request and response as JSON, the id of the key
-    that called, never the key); return its id."""
-    with transaction(engine) as connection:
-        result = connection.execute(
-            insert(ApiRequest)
-            .values(
-                endpoint=endpoint,
-                model_version_id=None if model is None else _model_version_id(connection, model),
-                request=request,
-                response=response,
-                status_code=status_code,
-                duration_ms=duration_ms,
-                api_key_id=api_key_id,
-            )
-            .returning(ApiRequest.id)
-        )
-        return result.scalar_one()
+    """Record one call to the prediction API; return its id."""
+    call = ApiCall(endpoint, request, response, status_code, duration_ms, model, api_key_id)
+    return record_api_calls(engine, [call])[0]

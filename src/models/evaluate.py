@@ -10,11 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Final
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: no display on servers and CI
-
-import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.metrics import (
     accuracy_score,
@@ -70,6 +65,12 @@ def plot_confusion(codes: np.ndarray, proba: np.ndarray, title: str, path: Path)
     predicted = CLASSES[np.argmax(proba[answered], axis=1)]
     matrix = confusion_matrix(np.asarray(codes)[answered], predicted, labels=CLASSES)
     shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    # Imported here: a second of start-up that scoring (which imports this module) never needs.
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on servers and CI
+    import matplotlib.pyplot as plt
+
     figure, axes = plt.subplots(figsize=(11, 10))
     axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     ticks = [f"{code} {CLASS_NAMES[int(code)]}" for code in CLASSES]

@@ -15,6 +15,7 @@ configuration is its first trial.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -22,11 +23,10 @@ import re
 import time
 import warnings
 from pathlib import Path
-from typing import Any, ClassVar, Final, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Self
 
 import joblib
 import numpy as np
-import optuna
 import pandas as pd
 import scipy.sparse
 import sklearn
@@ -37,12 +37,14 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
-from spacy.lang.fr.stop_words import STOP_WORDS
 
 from src.config import TextTfidfParams
 from src.errors import RakutenError
 from src.models.branch import CLASSES, Branch, Modality, labels_index
 from src.models.evaluate import scores
+
+if TYPE_CHECKING:
+    import optuna
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +53,24 @@ CONFIG_FILE: Final = "text_tfidf.json"
 TEXT_COLUMNS: Final = ["text", "designation"]
 # scikit-learn's default: words of two or more letters or digits.
 TOKEN_PATTERN: Final = r"(?u)\b\w\w+\b"
-# spaCy's list split like the vectorizer splits text (`aujourd'hui` -> `aujourd`, `hui`), so
-# every stop word is dropped as the tokens it becomes.
-FRENCH_STOP_WORDS: Final = sorted(
-    {token for word in STOP_WORDS for token in re.findall(TOKEN_PATTERN, word.lower())}
-)
+
+
+@functools.cache
+def french_stop_words() -> list[str]:
+    """spaCy's French stop words split like the vectorizer splits text (`aujourd'hui` ->
+    `aujourd`, `hui`), so every stop word is dropped as the tokens it becomes.
+
+    Read when a pipeline is built, not at import: spaCy's French package compiles its tokenizer's
+    patterns when imported (seconds), and a fitted vectorizer keeps its own copy of the list, so
+    loading a model to serve it needs none of it.
+    """
+    from spacy.lang.fr.stop_words import STOP_WORDS
+
+    return sorted(
+        {token for word in STOP_WORDS for token in re.findall(TOKEN_PATTERN, word.lower())}
+    )
+
+
 # The fields a search trial sets; the rest (trials, folds, threads, seed) stay as configured.
 SEARCHED: Final = (
     "C",
@@ -107,7 +122,7 @@ def _words(ngrams: tuple[int, int], max_features: int | None) -> TfidfVectorizer
     return TfidfVectorizer(
         ngram_range=ngrams,
         token_pattern=TOKEN_PATTERN,
-        stop_words=FRENCH_STOP_WORDS,
+        stop_words=french_stop_words(),
         max_features=max_features,
         sublinear_tf=True,
         dtype=np.float32,
@@ -338,6 +353,8 @@ class TfidfTextBranch(Branch):
         Each trial's pipeline is fitted on train, as the final one is, so the best trial's
         pipeline is kept rather than fitted again. `records` receives one entry per trial.
         """
+        import optuna  # the search only: training a fixed configuration needs none of it
+
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         base = self.params.model_dump()
         codes = val["prdtypecode"].to_numpy()

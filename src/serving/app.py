@@ -7,8 +7,8 @@ routes (lifecycle_routes.py) and the pages (pages.py) join them. Every call but 
 and /metrics needs an API key (auth.py). Predictions go through the micro-batcher (batching.py):
 the listings of concurrent requests are scored together, one model call at a time off the event
 loop, and too many waiting listings answer 503 at once. Every prediction is recorded in the
-predictions store (`api_requests`, with the id of the key that asked), after the answer has gone
-out.
+predictions store (`api_requests`, with the id of the key that asked) by a writer thread that
+stores the calls waiting in one transaction (recording.py), after the answer has gone out.
 """
 
 from __future__ import annotations
@@ -17,15 +17,16 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from time import perf_counter
 from typing import Annotated, Any, Final
 
 import pandas as pd
 from fastapi import (
     APIRouter,
-    BackgroundTasks,
     Depends,
     FastAPI,
     File,
@@ -44,19 +45,20 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from src.config import Settings, get_settings
 from src.db.api_keys import server_secret
 from src.db.engine import DatabaseError, make_engine
 from src.db.queries import LatestPrediction, NotFoundError, latest_prediction
-from src.db.store import ModelRef, record_api_request
+from src.db.store import ApiCall, ModelRef, record_api_calls
 from src.models.packaged import RakutenClassifier
 from src.serving import datasets, labels, lifecycle_routes, pages, training_runs
 from src.serving.auth import AUTH_ERRORS, Caller, KeyChecker, Predictor
 from src.serving.batching import MicroBatcher, QueueFullError
 from src.serving.metrics import ApiMetrics
 from src.serving.model import ModelSlot, ServedModel
+from src.serving.recording import CallRecorder
 from src.serving.schemas import (
     MAX_TEXT_CHARS,
     TITLE_PATTERN,
@@ -78,6 +80,32 @@ Scored = tuple[ServedModel, dict[str, Any]]
 RETRY_AFTER: Final = {"Retry-After": "1"}
 
 
+@dataclass(frozen=True)
+class Answered:
+    """An answered prediction call, kept until the recorder writes it."""
+
+    endpoint: str
+    listings: list[Listing]
+    answer: PredictResponse
+    model: ModelRef
+    received_at: datetime
+    duration_ms: float
+    api_key_id: int | None
+
+    def call(self) -> ApiCall:
+        """The call as the store keeps it."""
+        return ApiCall(
+            endpoint=self.endpoint,
+            request=_recorded_request(self.listings),
+            response=self.answer.model_dump(mode="json"),
+            status_code=200,
+            duration_ms=self.duration_ms,
+            model=self.model,
+            api_key_id=self.api_key_id,
+            received_at=self.received_at,
+        )
+
+
 class PredictionService:
     """What the routes share: the settings, the served model, the store and the metrics."""
 
@@ -96,6 +124,7 @@ class PredictionService:
             on_batch=self.metrics.batched,
         )
         self.metrics.queued_listings.set_function(lambda: self.batcher.queued)
+        self.recorder: CallRecorder[Answered] = CallRecorder(self.record)
 
     def score(self, listings: list[Listing]) -> list[Scored]:
         """The served model's answer for each listing of a batch (one model call, in a thread).
@@ -129,37 +158,22 @@ class PredictionService:
             predictions.append(prediction)
         return predictions
 
-    def record(
-        self,
-        endpoint: str,
-        request: dict[str, Any],
-        response: dict[str, Any],
-        model: ModelRef,
-        duration_ms: float,
-        api_key_id: int | None,
-    ) -> None:
-        """Record a prediction call in the store; a store that fails is logged and counted."""
+    def record(self, answered: list[Answered]) -> None:
+        """Record answered calls in the store, in one transaction (the recorder's thread); a
+        store that fails is logged and counted, per call."""
         try:
-            record_api_request(
-                self.engine,
-                endpoint=endpoint,
-                request=request,
-                response=response,
-                status_code=200,
-                duration_ms=duration_ms,
-                model=model,
-                api_key_id=api_key_id,
-            )
+            record_api_calls(self.engine, [call.call() for call in answered])
         except (SQLAlchemyError, DatabaseError):
-            self.metrics.store_errors.inc()
-            logger.exception("a %s call could not be recorded in the store", endpoint)
+            self.metrics.store_errors.inc(len(answered))
+            logger.exception(
+                "%d prediction calls could not be recorded in the store", len(answered)
+            )
 
     async def answer(
         self,
         listings: list[Listing],
         who: Caller,
         endpoint: str,
-        background: BackgroundTasks,
     ) -> PredictResponse:
         """Classify `listings` with the served model (batched with other requests' listings), and
         record the call once answered; 503 with Retry-After when too many listings wait."""
@@ -171,6 +185,7 @@ class PredictionService:
                 "(score larger sets with `rakuten predict` or the batch-prediction DAG)",
             )
         served_model(self)  # no model: 503 now, not after queueing
+        received_at = datetime.now(UTC)
         start = perf_counter()
         try:
             scored = await self.batcher.submit(listings)
@@ -184,15 +199,14 @@ class PredictionService:
             model=_info(served), predictions=self.predictions(listings, scored)
         )
         duration_ms = (perf_counter() - start) * 1000
-        background.add_task(
-            self.record,
-            endpoint,
-            _recorded_request(listings),
-            answer.model_dump(mode="json"),
-            served.ref,
-            duration_ms,
-            who.key_id,
+        answered = Answered(
+            endpoint, listings, answer, served.ref, received_at, duration_ms, who.key_id
         )
+        if not self.recorder.add(answered):  # the store has not kept up for a while
+            self.metrics.store_errors.inc()
+            logger.warning(
+                "a %s call was not recorded: too many calls wait for the store", endpoint
+            )
         return answer
 
 
@@ -229,7 +243,7 @@ def _info(served: ServedModel) -> ModelInfo:
     )
 
 
-def service_of(request: Request) -> PredictionService:
+async def service_of(request: Request) -> PredictionService:
     """The app's prediction service."""
     service: PredictionService = request.app.state.service
     return service
@@ -299,18 +313,15 @@ _PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
         413: {"description": "More products than RAKUTEN_API_MAX_PRODUCTS"},
     },
 )
-async def predict(
-    body: PredictRequest, service: Service, who: Predictor, background: BackgroundTasks
-) -> PredictResponse:
+async def predict(body: PredictRequest, service: Service, who: Predictor) -> PredictResponse:
     """Classify one or a few listings (text, and the photo where given) into product types."""
-    return await service.answer(body.products, who, "/predict", background)
+    return await service.answer(body.products, who, "/predict")
 
 
 @router.post("/predict/upload", responses=_PREDICT_ERRORS)
 async def predict_upload(
     service: Service,
     who: Predictor,
-    background: BackgroundTasks,
     designation: Annotated[
         str, Form(min_length=1, max_length=MAX_TEXT_CHARS, pattern=TITLE_PATTERN)
     ],
@@ -324,7 +335,7 @@ async def predict_upload(
         raise HTTPException(
             422, error.errors(include_url=False, include_context=False, include_input=False)
         ) from None
-    return await service.answer([listing], who, "/predict/upload", background)
+    return await service.answer([listing], who, "/predict/upload")
 
 
 @router.get(
@@ -357,23 +368,40 @@ def metrics(service: Service) -> Response:
     return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-async def _observed(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    """Count and time every request by its route template (not its path: ids would explode)."""
-    start = perf_counter()
-    status = 500  # what the client gets when the route raises
-    try:
-        response = await call_next(request)
-        status = response.status_code
-        return response
-    finally:
-        route = request.scope.get("route")
-        endpoint = getattr(route, "path", "unmatched")
-        method = request.method if request.method in _METHODS else "other"
-        metrics: ApiMetrics = request.app.state.service.metrics
-        metrics.requests.labels(endpoint, method, str(status)).inc()
-        metrics.latency.labels(endpoint).observe(perf_counter() - start)
+class RequestMetrics:
+    """Count and time every request by its route template (not its path: ids would explode).
+
+    A plain ASGI middleware: Starlette's `BaseHTTPMiddleware` (what `app.middleware("http")`
+    makes) runs each request through a task group and memory streams, which cost more per request
+    than the model's share of a batch under load.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on; count its status (500 when the app raised) and its time."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = perf_counter()
+        status = 500  # what the client gets when the route raises
+
+        async def sent(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sent)
+        finally:
+            # The router writes the matched route into the request's scope.
+            endpoint = getattr(scope.get("route"), "path", "unmatched")
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            self.metrics.requests.labels(endpoint, method, str(status)).inc()
+            self.metrics.latency.labels(endpoint).observe(perf_counter() - start)
 
 
 class RequestSizeLimit:
@@ -474,6 +502,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             _keep_fresh(service.slot, service.settings.api_refresh_seconds)
         )
         service.batcher.start()
+        service.recorder.start()
         try:
             yield
         finally:
@@ -481,6 +510,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             with suppress(asyncio.CancelledError):
                 await watcher
             await service.batcher.stop()
+            await service.recorder.stop()  # after the batcher: every answered call is queued
             started.state.jobs.close()
             service.engine.dispose()
 
@@ -508,5 +538,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         limit=int(service.settings.api_max_request_mib * 1024 * 1024),
         upload_limit=int(service.settings.api_max_upload_mib * 1024 * 1024),
     )
-    app.middleware("http")(_observed)  # added last, so outermost: it also counts 411 and 413
+    # Added last, so outermost: it also counts 411 and 413.
+    app.add_middleware(RequestMetrics, metrics=service.metrics)
     return app

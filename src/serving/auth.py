@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Final
@@ -21,6 +21,7 @@ from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
 
 from src.db.api_keys import ADMIN, PREDICT, KeyRecord, find_key, key_by_id, key_digest, mark_used
 from src.db.engine import DatabaseError
@@ -68,6 +69,11 @@ class KeyChecker:
             return None
         mark_used(self._engine, record.id, datetime.now(UTC))
         return _caller(record)
+
+    def cached(self, key: str) -> Caller | None:
+        """The caller of a key checked less than `ttl` seconds ago; None: `check` must say."""
+        cached = self._by_digest.get(key_digest(key, self._secret))
+        return cached[0] if cached is not None and cached[1] > time.monotonic() else None
 
     def check(self, key: str) -> Caller | None:
         """The caller a key belongs to, or None when it is unknown or revoked."""
@@ -128,7 +134,10 @@ def check_key(keys: KeyChecker, key: str) -> Caller:
     return caller
 
 
-def caller(
+# The dependencies below are coroutines: FastAPI runs a plain function dependency in a worker
+# thread, a hand-off per request that cost more than the check itself (a key checked recently
+# is a dictionary lookup; only a key the cache does not hold goes to the store, in a thread).
+async def caller(
     request: Request,
     api_key: Annotated[str | None, Security(_api_key)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
@@ -144,13 +153,14 @@ def caller(
             f"send an API key in {API_KEY_HEADER} or Authorization: Bearer",
             headers=_UNAUTHORISED,
         )
-    return check_key(keys, key)
+    known = keys.cached(key)
+    return known if known is not None else await run_in_threadpool(check_key, keys, key)
 
 
-def requires(scope: str) -> Callable[[Caller], Caller]:
+def requires(scope: str) -> Callable[[Caller], Awaitable[Caller]]:
     """A dependency that lets in only callers whose key has `scope` (403 otherwise)."""
 
-    def allowed(who: Annotated[Caller, Depends(caller)]) -> Caller:
+    async def allowed(who: Annotated[Caller, Depends(caller)]) -> Caller:
         if not who.allows(scope):
             raise HTTPException(403, f"this API key lacks the scope {scope!r}")
         return who

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Final
 from urllib.parse import quote
 
-from fastapi import APIRouter, BackgroundTasks, FastAPI, Form, HTTPException, Request, UploadFile
+from fastapi import APIRouter, FastAPI, Form, HTTPException, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
@@ -194,7 +194,6 @@ def predict_page(request: Request) -> Response:
 @router.post("/predict", response_model=None)
 async def predict_form(
     request: Request,
-    background: BackgroundTasks,
     designation: Annotated[str, Form(max_length=20_000)],
     sent_csrf: Annotated[str, Form(alias=CSRF_FIELD)],
     description: Annotated[str | None, Form(max_length=20_000)] = None,
@@ -215,7 +214,7 @@ async def predict_form(
         )
     service = request.app.state.service
     try:
-        answer = await service.answer([listing], who, "/ui/predict", background)
+        answer = await service.answer([listing], who, "/ui/predict")
     except HTTPException as error:  # no model loaded yet: say so on the page
         return _render(
             request,

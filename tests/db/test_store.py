@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,15 @@ from src.db.models import (
     Product,
 )
 from src.db.queries import NotFoundError, batches, class_distribution
-from src.db.store import ModelRef, product_inputs, record_api_request, store_batch, unscored
+from src.db.store import (
+    ApiCall,
+    ModelRef,
+    product_inputs,
+    record_api_calls,
+    record_api_request,
+    store_batch,
+    unscored,
+)
 from tests.db.batches import CHALLENGER, CHAMPION, DAY, StoreFn, scored, synthetic_predictions
 
 
@@ -318,3 +326,32 @@ def test_an_api_call_is_recorded_with_its_request_and_response(engine: Engine) -
     assert row.id == call_id and row.version == "7"
     assert (row.request, row.response, row.status_code) == (request, response, 200)
     assert row.received_at.tzinfo is not None
+
+
+def test_api_calls_are_recorded_together_in_order_with_their_times(engine: Engine) -> None:
+    models = [ModelRef("rakuten-product-classifier", v, "champion") for v in ("7", "8")]
+    received = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    calls = [
+        ApiCall(
+            endpoint="/predict",
+            request={"products": [{"designation": f"Lampe {n}"}]},
+            response={"n": n},
+            status_code=200,
+            duration_ms=float(n),
+            model=models[n % 2],
+            received_at=received + timedelta(seconds=n),
+        )
+        for n in range(5)
+    ]
+    ids = record_api_calls(engine, calls)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(ApiRequest, ModelVersion.version)
+            .join(ModelVersion, ModelVersion.id == ApiRequest.model_version_id)
+            .order_by(ApiRequest.id)
+        ).all()
+    assert ids == [row.id for row in rows]
+    assert [row.response["n"] for row in rows] == list(range(5))
+    assert [row.version for row in rows] == ["7", "8", "7", "8", "7"]
+    assert [row.received_at for row in rows] == [call.received_at for call in calls]
+    assert record_api_calls(engine, []) == []

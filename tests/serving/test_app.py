@@ -282,6 +282,7 @@ def test_each_call_is_recorded_with_its_answer(
     product = _product(row)
 
     answer = client.post("/predict", json={"products": [product]}).json()
+    assert client.app.state.service.recorder.flush(timeout=60)  # type: ignore[attr-defined]
 
     engine = make_engine(store)
     with engine.connect() as connection:
@@ -299,6 +300,27 @@ def test_each_call_is_recorded_with_its_answer(
     # The photo is kept by fingerprint, not by its bytes.
     photo = base64.b64decode(product["image"])
     assert stored["image"]["bytes"] == len(photo) and len(stored["image"]["sha256"]) == 64
+
+
+def test_calls_answered_together_are_all_recorded_by_shutdown(
+    registry: Registry, listings: pd.DataFrame, store: str
+) -> None:
+    products = [_product(row, photo=False) for _, row in listings.head(12).iterrows()]
+    with TestClient(create_app(_settings(registry, store))) as started:
+        client = _ready(_keyed(started, store))
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            answers = list(
+                pool.map(lambda p: client.post("/predict", json={"products": [p]}), products)
+            )
+        assert all(answer.status_code == 200 for answer in answers)
+    # The app has stopped: its recorder wrote what was still waiting before it ended.
+    engine = make_engine(store)
+    with engine.connect() as connection:
+        recorded = connection.execute(select(ApiRequest.request)).scalars().all()
+    engine.dispose()
+    assert sorted(call["products"][0]["productid"] for call in recorded) == sorted(
+        product["productid"] for product in products
+    )
 
 
 def _png(width: int, height: int) -> str:
@@ -473,6 +495,7 @@ def test_a_store_that_is_down_costs_the_record_not_the_answer(registry: Registry
     with TestClient(create_app(settings)) as client:
         answer = _ready(client).post("/predict", json={"products": [{"designation": "Lampe"}]})
         assert answer.status_code == 200
+        assert client.app.state.service.recorder.flush(timeout=60)  # type: ignore[attr-defined]
         assert _metrics(client)[("rakuten_api_store_errors_total", frozenset())] == 1
         lookup = client.get("/products/42/prediction")
         assert lookup.status_code == 503 and "store is unavailable" in lookup.json()["detail"]
