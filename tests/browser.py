@@ -10,6 +10,9 @@ from pathlib import Path
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.wait import WebDriverWait
 
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "reports" / "ui"
 CHROMIUM = ("chromium", "chromium-browser")
@@ -50,3 +53,11 @@ def screenshot(driver: webdriver.Chrome, name: str) -> Path:
     path = SCREENSHOTS / f"{name}.png"
     driver.save_screenshot(str(path))
     return path
+
+
+def submit(driver: webdriver.Chrome, element_id: str, timeout: float = 120) -> None:
+    """Click the button `element_id` of a form and wait until the page it leads to replaced this
+    one: an element looked up right after a bare click can be the old page's (a stale element)."""
+    page = driver.find_element(By.TAG_NAME, "html")
+    driver.find_element(By.ID, element_id).click()
+    WebDriverWait(driver, timeout).until(expected_conditions.staleness_of(page))

@@ -24,7 +24,7 @@ from src.data.layout import TEST_IMAGE_DIR, X_TEST_FILE, X_TRAIN_FILE, Y_TRAIN_F
 from src.models.data import photo_paths
 from src.serving.app import create_app
 from src.serving.pages import SESSION_COOKIE
-from tests.browser import screenshot
+from tests.browser import screenshot, submit
 from tests.servers import free_port, healthy
 from tests.serving.conftest import api_settings, new_key
 from tests.trained_registry import Registry, kept_as_found
@@ -70,7 +70,7 @@ def _sign_in(driver: webdriver.Chrome, site: str, key: str, page: str) -> None:
     driver.get(f"{site}{page}")
     assert "/ui/login" in driver.current_url  # no session: to the sign-in page first
     driver.find_element(By.ID, "key").send_keys(key)
-    driver.find_element(By.ID, "sign-in").click()
+    submit(driver, "sign-in")
     WebDriverWait(driver, 30).until(lambda d: "/ui/login" not in d.current_url)
     assert driver.current_url.endswith(page)
 
@@ -82,7 +82,7 @@ def test_a_person_signs_in_and_classifies_a_listing_with_its_photo(
     driver.delete_all_cookies()
     driver.get(f"{site}/ui/login")
     driver.find_element(By.ID, "key").send_keys("not-a-key")
-    driver.find_element(By.ID, "sign-in").click()
+    submit(driver, "sign-in")
     assert "Unknown or revoked key" in driver.find_element(By.ID, "error").text
     screenshot(driver, "login")
 
@@ -90,7 +90,7 @@ def test_a_person_signs_in_and_classifies_a_listing_with_its_photo(
     driver.find_element(By.ID, "designation").send_keys("Piscine tubulaire hors-sol 300 x 200 cm")
     driver.find_element(By.ID, "description").send_keys("Structure acier, liner PVC renforcé.")
     driver.find_element(By.ID, "photo-file").send_keys(str(_photo(registry)))
-    driver.find_element(By.ID, "classify").click()
+    submit(driver, "classify")
 
     answer = WebDriverWait(driver, 60).until(
         expected_conditions.presence_of_element_located((By.ID, "answer"))
@@ -121,7 +121,7 @@ def _gate_promote_and_roll_back(driver: webdriver.Chrome, site: str, store_url: 
     assert "@champion" in driver.find_element(By.ID, "version-1").text
     screenshot(driver, "models")
 
-    driver.find_element(By.ID, "validate-2").click()
+    submit(driver, "validate-2")
     assert "Gate of version 2 started" in driver.find_element(By.ID, "flash").text
     deadline = time.monotonic() + 300
     while "passed" not in driver.find_element(By.ID, "version-2").text:
@@ -129,14 +129,14 @@ def _gate_promote_and_roll_back(driver: webdriver.Chrome, site: str, store_url: 
         time.sleep(1)
         driver.refresh()
 
-    driver.find_element(By.ID, "promote-2").click()
+    submit(driver, "promote-2")
     try:
         assert "Version 2 is now champion" in driver.find_element(By.ID, "flash").text
         assert "@champion" in driver.find_element(By.ID, "version-2").text
         assert "Dominique (API key" in driver.find_element(By.ID, "history").text
         screenshot(driver, "models-promoted")
     finally:
-        driver.find_element(By.ID, "rollback").click()
+        submit(driver, "rollback")
     assert "Champion back to version 1" in driver.find_element(By.ID, "flash").text
     assert "@champion" in driver.find_element(By.ID, "version-1").text
 
@@ -155,7 +155,7 @@ def test_an_admin_uploads_a_dataset_on_the_datasets_page(
     Select(driver.find_element(By.ID, "purpose")).select_by_value("validation")
     driver.find_element(By.ID, "x-file").send_keys(str(tmp_path / "X.csv"))
     driver.find_element(By.ID, "y-file").send_keys(str(tmp_path / "Y.csv"))
-    driver.find_element(By.ID, "upload").click()
+    submit(driver, "upload")
 
     flash = WebDriverWait(driver, 60).until(
         expected_conditions.presence_of_element_located((By.ID, "flash"))
