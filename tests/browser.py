@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
@@ -60,4 +61,8 @@ def submit(driver: webdriver.Chrome, element_id: str, timeout: float = 120) -> N
     one: an element looked up right after a bare click can be the old page's (a stale element)."""
     page = driver.find_element(By.TAG_NAME, "html")
     driver.find_element(By.ID, element_id).click()
-    WebDriverWait(driver, timeout).until(expected_conditions.staleness_of(page))
+    # While the document is being swapped chromedriver can answer "Node with given id does not
+    # belong to the document" instead of a stale element: asked again, it says stale.
+    WebDriverWait(driver, timeout, ignored_exceptions=(WebDriverException,)).until(
+        expected_conditions.staleness_of(page)
+    )
