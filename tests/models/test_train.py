@@ -172,7 +172,7 @@ def test_cli_predict_writes_one_row_per_listing(
 
 
 # The pipeline before issue 18: branches fitted on train alone, fusion weights on a grid.
-TRAIN_ONLY_GRID = {"train": {"refit": []}, "fusion": {"combiner": "grid"}}
+TRAIN_ONLY_GRID = {"train": {"refit": [], "cross_fit": []}, "fusion": {"combiner": "grid"}}
 
 
 def _sample_pipeline(sample: Path, processed: Path, out: Path, **blocks: Any) -> dict[str, Any]:
@@ -203,7 +203,7 @@ def test_on_the_real_sample_the_fused_model_beats_yesterdays_and_a_plain_svc(
     assert summary["refit"]["rows"] == sum(
         len(pd.read_parquet(processed / f"{s}.parquet")) for s in ("train", "val")
     )
-    assert today["combiner"] in {"grid", "log_linear"} and before["combiner"] == "grid"
+    assert today["combiner"] in {"grid", "log_linear", "stacked"} and before["combiner"] == "grid"
 
 
 def test_a_keras_branch_is_refitted_on_train_and_val_for_the_epochs_early_stopping_chose(
