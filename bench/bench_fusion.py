@@ -5,6 +5,9 @@ Variants (`--variants`, default all), each with `fusion.combiner: auto` but `bef
   pipeline until issue 18: `train.refit: []`, `fusion.combiner: grid`);
 - `refit`: text_tfidf refitted on train + val, no cross-fitting: the combiner is fitted on the
   val rows' probabilities from the models fitted on train alone;
+- `refit_both`: both branches refitted, none cross-fitted (what `cross_fit` adds to the refit);
+- `cross_fit_text`: text_tfidf cross-fitted and refitted, image_cnn not: the combiner is still
+  fitted on the val rows, text_tfidf's out-of-fold probabilities there;
 - `cross_fit`: both branches cross-fitted (`train.cross_fit_folds` folds over train + val) and
   refitted: the combiner is fitted on every train + val row's out-of-fold probabilities.
 All on the same processed dataset (the copy-aware pinned split), with a plain TF-IDF +
@@ -17,7 +20,8 @@ of them listed again under new productids. Also records, from the quality report
 listings have a copy (same normalised title) in train when split by productid and as configured
 (`--split-only`: only that).
 Usage: uv run python bench/bench_fusion.py --data sample|synthetic [--rows 20000] [--copies 0]
-       [--split-only] [--variants before refit cross_fit]
+       [--split-only] [--variants before refit refit_both
+       cross_fit_text cross_fit]
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ BOTH = ["text_tfidf", "image_cnn"]
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "before": {"train": {"refit": [], "cross_fit": []}, "fusion": {"combiner": "grid"}},
     "refit": {"train": {"refit": ["text_tfidf"], "cross_fit": []}},
+    "refit_both": {"train": {"refit": BOTH, "cross_fit": []}},
+    "cross_fit_text": {"train": {"refit": ["text_tfidf"], "cross_fit": ["text_tfidf"]}},
     "cross_fit": {"train": {"refit": BOTH, "cross_fit": BOTH}},
 }
 
