@@ -1,10 +1,18 @@
 """Fusion before and after issue 18: weighted F1 on the pinned test split and training time.
 
-`before`: the branches fitted on train alone, fusion weights searched on the grid (the pipeline
-until issue 18: `train.refit: []`, `fusion.combiner: grid`). `after`: params.yaml's defaults (the
-chosen configurations refitted on train + val, the combiner chosen by cross-validation on the
-held-out val probabilities). Both on the same processed dataset (the copy-aware pinned split),
-with a plain TF-IDF + LinearSVC fitted on every non-test row for reference.
+Variants (`--variants`, default all), each with `fusion.combiner: auto` but `before`:
+- `before`: the branches fitted on train alone, fusion weights searched on the grid (the
+  pipeline until issue 18: `train.refit: []`, `fusion.combiner: grid`);
+- `refit`: text_tfidf refitted on train + val, no cross-fitting: the combiner is fitted on the
+  val rows' probabilities from the models fitted on train alone;
+- `refit_both`: both branches refitted, none cross-fitted (what `cross_fit` adds to the refit);
+- `cross_fit_text`: text_tfidf cross-fitted and refitted, image_cnn not: the combiner is still
+  fitted on the val rows, text_tfidf's out-of-fold probabilities there;
+- `cross_fit`: both branches cross-fitted (`train.cross_fit_folds` folds over train + val) and
+  refitted: the combiner is fitted on every train + val row's out-of-fold probabilities.
+All on the same processed dataset (the copy-aware pinned split), with a plain TF-IDF +
+LinearSVC fitted on every non-test row for reference. Each variant reports every candidate
+combiner's cross-validated log loss.
 Datasets: `sample`, the 357-row real sample (`../shared/data/rakuten_sample`; text_tfidf and
 image_cnn, as tests/models/test_train.py); `synthetic`, `--rows` synthetic products with 48 px
 photos (text_tfidf without search and image_cnn, as the 20,000-row test fixture), `--copies`
@@ -12,7 +20,8 @@ of them listed again under new productids. Also records, from the quality report
 listings have a copy (same normalised title) in train when split by productid and as configured
 (`--split-only`: only that).
 Usage: uv run python bench/bench_fusion.py --data sample|synthetic [--rows 20000] [--copies 0]
-       [--split-only]
+       [--split-only] [--variants before refit refit_both
+       cross_fit_text cross_fit]
 """
 
 from __future__ import annotations
@@ -35,9 +44,13 @@ from tests.baselines import plain_tfidf_linearsvc
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "rakuten_sample"
 FAST_IMAGE = {"image_size": 48, "epochs": 6, "batch_size": 64, "augment": False}
-VARIANTS = {
-    "before": {"train": {"refit": []}, "fusion": {"combiner": "grid"}},
-    "after": {},
+BOTH = ["text_tfidf", "image_cnn"]
+VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
+    "before": {"train": {"refit": [], "cross_fit": []}, "fusion": {"combiner": "grid"}},
+    "refit": {"train": {"refit": ["text_tfidf"], "cross_fit": []}},
+    "refit_both": {"train": {"refit": BOTH, "cross_fit": []}},
+    "cross_fit_text": {"train": {"refit": ["text_tfidf"], "cross_fit": ["text_tfidf"]}},
+    "cross_fit": {"train": {"refit": BOTH, "cross_fit": BOTH}},
 }
 
 
@@ -52,6 +65,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--copies", type=float, default=0.0)
     parser.add_argument("--split-only", action="store_true")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     tmp = Path(tempfile.mkdtemp(prefix="bench-fusion-"))
@@ -70,7 +84,8 @@ def main() -> None:
         "split_rows": report["rows"],
         "test_with_copy_in_train": report["test_with_copy_in_train"],
     }
-    for name, blocks in ({} if args.split_only else VARIANTS).items():
+    for name in [] if args.split_only else args.variants:
+        blocks = VARIANTS[name]
         params = _params(
             {
                 "train": {"branches": ["text_tfidf", "image_cnn"], **blocks.get("train", {})},
@@ -90,6 +105,7 @@ def main() -> None:
             "combiner": fusion["combiner"],
             "weights": fusion["weights"],
             "cross_validated_log_loss": fusion["cross_validated_log_loss"],
+            "fitted_on": fusion["fitted_on"],
             "weighted_f1": {k: round(v["weighted_f1"], 4) for k, v in scores.items()},
         }
     if not args.split_only:

@@ -241,15 +241,28 @@ class TrainParams(_Block):
     branches: tuple[str, ...] = ("text_tfidf", "text_cnn", "image_cnn")
     # Branches fitted again on train + val with the configuration (epoch count) val chose.
     refit: tuple[str, ...] = ("text_tfidf",)
+    # Branches whose held-out predictions for fusion are out-of-fold over train + val
+    # (src/models/crossfit.py): one model per fold, fitted on the other folds. Each must be
+    # refitted too: the out-of-fold models stand in for the refit model.
+    cross_fit: tuple[str, ...] = ()
+    cross_fit_folds: int = Field(5, ge=2)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _check_cross_fit(self) -> TrainParams:
+        missing = [name for name in self.cross_fit if name not in self.refit]
+        if missing:
+            raise ValueError(f"cross-fitted branches must be refitted too (train.refit): {missing}")
+        return self
 
 
 class FusionParams(_Block):
-    """Late fusion of the branches' held-out validation probabilities (src/models/fusion.py)."""
+    """Late fusion of the branches' held-out probabilities (src/models/fusion.py)."""
 
-    combiner: Literal["auto", "grid", "log_linear"] = "auto"  # auto: chosen by cross-validation
+    # auto: the candidate with the lowest cross-validated log loss
+    combiner: Literal["auto", "grid", "log_linear", "stacked"] = "auto"
     weight_step: float = Field(0.05, gt=0, le=0.5)  # grid step of the weight search
-    folds: int = Field(5, ge=2)  # cross-validation folds of the val rows that choose the combiner
+    folds: int = Field(5, ge=2)  # cross-validation folds of the held-out rows choosing it
     seed: int = 0
 
 

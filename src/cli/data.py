@@ -152,7 +152,8 @@ def data_make_dataset(
 ) -> None:
     """Validate, clean and split raw data into train/val/test/unlabelled Parquet files.
 
-    The split is pinned by a hash of productid (params.yaml `make_dataset`). Prints a JSON summary.
+    The split is pinned by a hash of each listing's group key: copies of a product (same normalised
+    title) land together (params.yaml `make_dataset`). Prints a JSON summary.
     """
     from src.data.make_dataset import make_dataset
 

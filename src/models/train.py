@@ -23,6 +23,7 @@ from src.data.layout import X_TRAIN_FILE
 from src.errors import RakutenError
 from src.models import evaluate as evaluation
 from src.models.branch import ACCELERATED, CLASSES, Branch, branch_class
+from src.models.crossfit import assign_folds, out_of_fold
 from src.models.data import load_split
 from src.models.fusion import FusedModel, fit_fusion
 from src.models.packaged import fused_model_dir, package
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 BRANCHES_DIR: Final = "branches"
 PACKAGED_DIR: Final = "packaged"
 SUMMARY_FILE: Final = "summary.json"
-HELD_OUT_FILE: Final = "val_proba.npz"
+HELD_OUT_FILE: Final = "held_out_proba.npz"
 
 
 def train_branches(
@@ -52,6 +53,7 @@ def train_branches(
         ensure_gpu(", ".join(neural))
     train = load_split(processed_dir, raw_dir, "train")
     val = load_split(processed_dir, raw_dir, "val")
+    labelled = pd.concat([train, val], ignore_index=True)
     summaries = {}
     for name in names:
         cls = branch_class(name)
@@ -63,18 +65,47 @@ def train_branches(
         started_at = _utc_now()
         summary = {"branch": name, "raw_version": raw_version(raw_dir), **branch.fit(train, val)}
         directory = models_dir / BRANCHES_DIR / name
-        # Fusion is fitted on these: val probabilities of a model that never trained on val.
-        held_out = branch.predict_proba(val)
+        # Fusion is fitted on held-out probabilities: val's from this model, which never trained
+        # on val, or, cross-fitted, every train + val row's from models that never trained on it.
+        rows, held_out = val, branch.predict_proba(val)
+        if name in params.train.cross_fit and len(val):
+            crossed = _cross_fit(cls, branch, summary, labelled, params)
+            if crossed is not None:
+                rows, (held_out, summary["cross_fit"]) = labelled, crossed
         if name in params.train.refit and len(val):
-            branch, summary["refit"] = _refit(cls, branch, summary, pd.concat([train, val]))
+            branch, summary["refit"] = _refit(cls, branch, summary, labelled)
         directory.mkdir(parents=True, exist_ok=True)
-        np.savez(directory / HELD_OUT_FILE, proba=held_out, productid=val["productid"].to_numpy())
+        np.savez(directory / HELD_OUT_FILE, proba=held_out, productid=rows["productid"].to_numpy())
         branch.save(directory)
         # Wall-clock bounds of the fit and save: the branch's MLflow run shows when it trained.
         summary |= {"started_at": started_at, "finished_at": _utc_now()}
         write_json(directory / SUMMARY_FILE, summary)
         summaries[name] = summary
     return summaries
+
+
+def _cross_fit(
+    cls: type[Branch],
+    branch: Branch,
+    summary: dict[str, Any],
+    labelled: pd.DataFrame,
+    params: Params,
+) -> tuple[np.ndarray, dict[str, Any]] | None:
+    """Out-of-fold probabilities of every train + val row with the configuration chosen on val
+    (None where the branch cannot fit it again: its val probabilities serve)."""
+    refit_params = branch.refit_params(summary)
+    if refit_params is None:
+        logger.info(
+            "branch %s is not cross-fitted: it cannot fit its configuration again", cls.name
+        )
+        return None
+    folds = assign_folds(
+        labelled,
+        params.train.cross_fit_folds,
+        params.make_dataset.split_grouping,
+        params.make_dataset.split_salt,
+    )
+    return out_of_fold(cls, refit_params, labelled, folds)
 
 
 def _refit(
@@ -98,13 +129,17 @@ def _refit(
     return refitted, done
 
 
-def _held_out(models_dir: Path, name: str, val: pd.DataFrame) -> np.ndarray:
-    """A branch's saved val probabilities, from its model fitted on train alone."""
+def _held_out(models_dir: Path, name: str, train: pd.DataFrame, val: pd.DataFrame) -> np.ndarray:
+    """A branch's saved held-out probabilities: of val's rows, or of train + val's when it was
+    cross-fitted."""
     path = models_dir / BRANCHES_DIR / name / HELD_OUT_FILE
     if not path.is_file():
         raise RakutenError(f"branch {name} has no held-out predictions: run `rakuten train`")
+    val_ids = val["productid"].to_numpy()
     with np.load(path) as saved:
-        if not np.array_equal(saved["productid"], val["productid"].to_numpy()):
+        ids = saved["productid"]
+        labelled_ids = np.concatenate([train["productid"].to_numpy(), val_ids])
+        if not (np.array_equal(ids, val_ids) or np.array_equal(ids, labelled_ids)):
             raise RakutenError(
                 f"branch {name} was trained on another split: run `rakuten train --branch {name}`"
             )
@@ -129,17 +164,29 @@ def _trained(models_dir: Path, names: tuple[str, ...]) -> dict[str, Branch]:
 def fuse_branches(
     processed_dir: Path, raw_dir: Path, models_dir: Path, params: Params
 ) -> dict[str, Any]:
-    """Fit the combiner on the branches' held-out val probabilities and package the fused model
-    as an MLflow pyfunc model."""
+    """Fit the combiner on the branches' held-out probabilities and package the fused model as
+    an MLflow pyfunc model.
+
+    The combiner sees the rows every branch has held-out probabilities for: every train + val
+    row when every branch was cross-fitted, else the val rows (a cross-fitted branch then gives
+    its out-of-fold probabilities of val).
+    """
     branches = _trained(models_dir, params.train.branches)
+    train = load_split(processed_dir, raw_dir, "train")
     val = load_split(processed_dir, raw_dir, "val")
-    held_out = {name: _held_out(models_dir, name, val) for name in branches}
-    fused, choice = fit_fusion(branches, held_out, val["prdtypecode"].to_numpy(), params.fusion)
+    held_out = {name: _held_out(models_dir, name, train, val) for name in branches}
+    cross_fitted = [name for name, proba in held_out.items() if len(proba) > len(val)]
+    val_part = {name: proba[len(proba) - len(val) :] for name, proba in held_out.items()}
+    if len(cross_fitted) == len(held_out):
+        codes = pd.concat([train, val])["prdtypecode"].to_numpy()
+    else:
+        held_out, codes = val_part, val["prdtypecode"].to_numpy()
+    fused, choice = fit_fusion(branches, held_out, codes, params.fusion, cross_fitted)
     package(fused, params.make_dataset.lowercase, models_dir / PACKAGED_DIR)
     # Inside the packaged model, so the profile is an artifact of every version made from it.
     # Its val predictions are the held-out ones: the refitted branches have seen val.
     profile = training_profile(
-        processed_dir, raw_dir, fused.combine(held_out), params.drift.length_bins
+        processed_dir, raw_dir, fused.combine(val_part), params.drift.length_bins
     )
     write_json(models_dir / PACKAGED_DIR / PROFILE_FILE, profile)
     return {"weights": fused.weights, **choice, "packaged": str(models_dir / PACKAGED_DIR)}

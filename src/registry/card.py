@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -97,7 +97,11 @@ def training_facts(
         "lineage": dict(lineage),
         "rows_per_class": rows_per_class(paths.processed_dir),
         "photo_share": photo_share(paths.processed_dir),
-        "fusion": {"weights": fusion["weights"], "combiner": fusion.get("combiner", "grid")},
+        "fusion": {
+            "weights": fusion["weights"],
+            "combiner": fusion.get("combiner", "grid"),
+            "fitted_on": fusion.get("fitted_on"),
+        },
         "scores": report,
         "gate": None,
     }
@@ -205,6 +209,9 @@ _COMBINERS: Final = {
     "grid": "The fused model averages the branches' class probabilities (a grid search)",
     "log_linear": "The fused model multiplies the branches' class probabilities, each raised to "
     "its weight, and renormalises (log-linear pooling)",
+    "stacked": "The fused model is a logistic model on the branches' log-probabilities: log-linear "
+    "pooling with, per class, a weight offset per branch, a bias and a shift when a branch "
+    "abstains (no photo), L2-regularised",
 }
 
 
@@ -349,6 +356,29 @@ def _limits(facts: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _fitted_on(fitted_on: Mapping[str, Any] | None, branches: Iterable[str]) -> str:
+    """Which held-out probabilities the combiner was fitted on."""
+    if fitted_on is None:  # a model packaged before this was recorded
+        return "the branches' held-out probabilities of the validation split"
+    crossed, rows = fitted_on["cross_fitted"], fitted_on["rows"]
+    others = [name for name in branches if name not in crossed]
+    if not crossed:
+        return (
+            f"the branches' probabilities of the {rows} validation rows, from models fitted on "
+            "train alone"
+        )
+    if not others:
+        return (
+            f"the branches' out-of-fold probabilities of all {rows} train + val rows "
+            "(cross-fitting: each from a model fitted on the other folds)"
+        )
+    return (
+        f"the branches' probabilities of the {rows} validation rows: out-of-fold over train + val "
+        f"(cross-fitted) for {', '.join(crossed)}, from models fitted on train alone for "
+        f"{', '.join(others)}"
+    )
+
+
 def render(facts: Mapping[str, Any]) -> str:
     """The card as Markdown."""
     version = facts["version"]
@@ -375,8 +405,9 @@ def render(facts: Mapping[str, Any]) -> str:
         "## The fusion",
         "",
         _COMBINERS[facts["fusion"].get("combiner", "grid")]
-        + " with these weights, fitted on the branches' held-out probabilities of the validation "
-        "split (from models that never trained on it), minimising the log loss: "
+        + " with these weights, fitted on "
+        + _fitted_on(facts["fusion"].get("fitted_on"), facts["fusion"]["weights"])
+        + ", minimising the log loss: "
         + ", ".join(f"{b} {w:.2f}" for b, w in facts["fusion"]["weights"].items())
         + ".",
         "",

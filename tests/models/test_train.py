@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -18,10 +19,17 @@ from src.cli.main import app
 from src.config import MakeDatasetParams, Params
 from src.data.make_dataset import make_dataset
 from src.data.synth import synthesize
+from src.models.data import load_split
 from src.models.evaluate import CONFUSION_DIR, METRICS_FILE
-from src.models.fusion import FUSION_FILE
+from src.models.fusion import FUSION_FILE, FusedModel
 from src.models.packaged import fused_model_dir
-from src.models.train import PACKAGED_DIR, evaluate_models, fuse_branches, train_branches
+from src.models.text_neural import NeuralTextBranch
+from src.models.train import (
+    PACKAGED_DIR,
+    evaluate_models,
+    fuse_branches,
+    train_branches,
+)
 from tests.baselines import plain_tfidf_linearsvc
 
 PRDTYPECODE_COLUMNS = ["prdtypecode", "label", "probability", "top3"]
@@ -164,7 +172,7 @@ def test_cli_predict_writes_one_row_per_listing(
 
 
 # The pipeline before issue 18: branches fitted on train alone, fusion weights on a grid.
-TRAIN_ONLY_GRID = {"train": {"refit": []}, "fusion": {"combiner": "grid"}}
+TRAIN_ONLY_GRID = {"train": {"refit": [], "cross_fit": []}, "fusion": {"combiner": "grid"}}
 
 
 def _sample_pipeline(sample: Path, processed: Path, out: Path, **blocks: Any) -> dict[str, Any]:
@@ -195,7 +203,54 @@ def test_on_the_real_sample_the_fused_model_beats_yesterdays_and_a_plain_svc(
     assert summary["refit"]["rows"] == sum(
         len(pd.read_parquet(processed / f"{s}.parquet")) for s in ("train", "val")
     )
-    assert today["combiner"] in {"grid", "log_linear"} and before["combiner"] == "grid"
+    assert today["combiner"] in {"grid", "log_linear", "stacked"} and before["combiner"] == "grid"
+
+
+def test_a_keras_branch_is_refitted_on_train_and_val_for_the_epochs_early_stopping_chose(
+    tmp_path: Path,
+) -> None:
+    raw = tmp_path / "raw"
+    synthesize(raw, rows=900, test_rows=5, images=False, seed=3)
+    processed = _processed(raw, tmp_path)
+    # A word only val's listings hold: the refitted model's vocabulary (built on its training
+    # rows) has it only if it trained on val.
+    val = pd.read_parquet(processed / "val.parquet")
+    val["text"] = val["text"] + " zzvalonly"
+    val.to_parquet(processed / "val.parquet")
+    tiny = {"vocab_size": 3000, "sequence_length": 24, "embedding_dim": 8, "filters": 8}
+    params = _params(
+        train={
+            "branches": ["text_cnn"],
+            "refit": ["text_cnn"],
+            "cross_fit": ["text_cnn"],
+            "cross_fit_folds": 2,
+        },
+        text_cnn={**tiny, "kernel_sizes": [2], "epochs": 3, "patience": 1},
+    )
+    models = tmp_path / "models"
+    summary = train_branches(processed, raw, models, params)["text_cnn"]
+    rows = len(pd.read_parquet(processed / "train.parquet")) + len(val)
+    assert summary["refit"]["rows"] == rows
+    assert summary["refit"]["epochs"] == summary["best_epoch"] + 1
+    assert summary["cross_fit"] == {
+        "folds": 2,
+        "rows": rows,
+        "seconds": summary["cross_fit"]["seconds"],
+    }
+    saved = NeuralTextBranch.load(models / "branches" / "text_cnn")
+    assert saved.vocabulary is not None and "zzvalonly" in saved.vocabulary.words
+    fusion = fuse_branches(processed, raw, models, params)
+    assert fusion["fitted_on"] == {"rows": rows, "cross_fitted": ["text_cnn"]}
+    # The packaged model predicts with the refitted branch, not the train-only one.
+    test = evaluate_models(processed, raw, models, tmp_path / "reports")
+    assert test["scores"]["fused"]["coverage"] == 1
+    packaged = FusedModel.load(fused_model_dir(models / PACKAGED_DIR))
+    products = load_split(processed, raw, "val")
+    np.testing.assert_allclose(
+        packaged.branches["text_cnn"].predict_proba(products),
+        saved.predict_proba(products),
+        atol=1e-6,
+    )
 
 
 def test_fuse_without_trained_branches_says_how_to_train(tmp_path: Path) -> None:

@@ -146,3 +146,27 @@ def test_a_run_without_a_card_says_so(embedded: MlflowClient) -> None:
         pass
     with pytest.raises(RakutenError, match=r"has no model_card\.md"):
         card.read(embedded, run_id)
+
+
+@pytest.mark.parametrize(
+    ("cross_fitted", "says"),
+    [
+        ([], "the 81 validation rows, from models fitted on train alone"),
+        (
+            ["text_tfidf"],
+            "out-of-fold over train + val (cross-fitted) for text_tfidf, from models ",
+        ),
+        (["text_tfidf", "image_cnn"], "out-of-fold probabilities of all 81 train + val rows"),
+    ],
+)
+def test_the_card_says_which_held_out_rows_the_combiner_was_fitted_on(
+    cross_fitted: list[str], says: str
+) -> None:
+    facts = _facts()
+    facts["fusion"] |= {
+        "combiner": "stacked",
+        "fitted_on": {"rows": 81, "cross_fitted": cross_fitted},
+    }
+    text = " ".join(card.render(facts).split())
+    assert says in text
+    assert "a logistic model on the branches' log-probabilities" in text
