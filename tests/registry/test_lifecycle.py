@@ -57,7 +57,7 @@ from src.registry.tracking import (
     TrainingPaths,
     tracking_client,
 )
-from tests.servers import Server
+from tests.servers import Server, started_mlflow_server, wait_until_healthy
 
 ROWS = {"first": 400, "worse": 60, "better": 1600}  # labelled synthetic rows per model
 TRIALS = {"first": 2}  # the first model's branch is searched: its trials become nested runs
@@ -86,8 +86,20 @@ def _write_params(path: Path, params: dict[str, Any]) -> Path:
 
 
 @pytest.fixture(scope="module")
+def empty_mlflow_server(
+    tmp_path_factory: pytest.TempPathFactory, mlflow_template: Path
+) -> Iterator[Server]:
+    """A real `mlflow server` of this module's own, started without waiting for it: the lifecycle
+    counts versions from 1, so it cannot share the session's server with a test file that
+    registers models on it first."""
+    root = tmp_path_factory.mktemp("lifecycle-mlflow")
+    with started_mlflow_server(root, mlflow_template) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
 def pipelines(
-    tmp_path_factory: pytest.TempPathFactory, mlflow_server_process: Server
+    tmp_path_factory: pytest.TempPathFactory, empty_mlflow_server: Server
 ) -> dict[str, tuple[TrainingPaths, Path]]:
     """A trained, fused and evaluated model per quality, with the params file it was made with.
 
@@ -117,7 +129,7 @@ def tracking_uri(
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("RAKUTEN_MLFLOW_TRACKING_URI", raising=False)
     if request.param == "server":
-        uri = str(request.getfixturevalue("mlflow_server"))
+        uri = wait_until_healthy(request.getfixturevalue("empty_mlflow_server"))
         monkeypatch.setenv("RAKUTEN_MLFLOW_TRACKING_URI", uri)
     else:
         uri = "sqlite:///mlruns/mlflow.db"
