@@ -218,6 +218,8 @@ class ImageBranch(Branch):
             "weights": None if weights is None else str(weights),
             "image_size": params.image_size,
             "mixed_precision": mixed,
+            "train_rows": len(train),  # rows of the split, as the text branches report them
+            "val_rows": len(val),
             "train_photos": len(batches.rows),
             "val_photos": 0 if val_batches is None else len(val_batches.rows),
             **fit_summary(history, started),

@@ -125,6 +125,8 @@ def test_smoke_training(
     branch, summary = tiny_branch
     train, val = photos
     assert summary["backbone"] == "small"
+    # Rows as every branch reports them (the train step's input-rows metric reads them).
+    assert (summary["train_rows"], summary["val_rows"]) == (len(train), len(val))
     assert summary["train_photos"] == train["image"].notna().sum()
     assert summary["val_photos"] == val["image"].notna().sum() > 0
     assert summary["mixed_precision"] is False
