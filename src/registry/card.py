@@ -324,14 +324,17 @@ def _gate(facts: Mapping[str, Any]) -> list[str]:
 
 def _limits(facts: Mapping[str, Any]) -> list[str]:
     counts = facts["rows_per_class"]
-    trained_on = sum(counts["train"].values())
+    # Val rows choose the configuration and fit the fusion, and refitted branches learn from them:
+    # the model learned from train + val, never from test.
+    trained_on = sum(counts["train"].values()) + sum(counts["val"].values())
     test_rows = counts["test"]
     thin = [code for code, rows in test_rows.items() if rows < 20]
     weights = facts["fusion"]["weights"]
     lines = [f"- {OUT_OF_SCOPE}"]
     if trained_on < FULL_TRAIN_ROWS / 10:
         lines.append(
-            f"- Trained on {trained_on} labelled rows, a small part of the {FULL_TRAIN_ROWS:,} of "
+            f"- Learned from {trained_on} labelled rows (train and val), a small part of the "
+            f"{FULL_TRAIN_ROWS:,} of "
             "the full Rakuten train set: a demonstration model, not one to put in front of users."
         )
     if thin:

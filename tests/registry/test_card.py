@@ -106,7 +106,7 @@ def test_a_card_before_the_gate_says_how_to_gate_it() -> None:
     assert "| 10 used books | 25 | 3 | 2 | 0.500 | 0.250 | 0.333 |" in text
     assert "| **all** | 285 | 81 | 54 |" in text  # 26 x 10 + 25 train rows
     assert "text_tfidf 0.75, image_cnn 0.25" in text
-    assert "Trained on 285 labelled rows" in text  # the limits name the small training set
+    assert "Learned from 366 labelled rows (train and val)" in text  # 285 + 81: a small set
     assert "6% of the training products had a photo" in text
     assert "rakuten model rollback" in text and "rakuten model card --version 4" in text
 
