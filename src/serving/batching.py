@@ -24,12 +24,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from time import monotonic, perf_counter
 from typing import Generic, TypeVar
+
+from src.serving.worker import LifespanWorker
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class BatchStats:
     seconds: float
 
 
-class MicroBatcher(Generic[Item, Row]):
+class MicroBatcher(LifespanWorker, Generic[Item, Row]):
     """Gathers the items of concurrent requests into batches for `score` (one call at a time)."""
 
     def __init__(
@@ -85,17 +86,15 @@ class MicroBatcher(Generic[Item, Row]):
         max_queued: int,
         on_batch: Callable[[BatchStats], None] | None = None,
     ) -> None:
+        # One thread: scoring calls never overlap (the model's own ops use the cores).
+        super().__init__("micro-batcher")
         self._score = score
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.max_queued = max_queued
         self._on_batch = on_batch
-        self._lock = threading.Condition()
         self._waiting: deque[_Request[Item, Row]] = deque()
         self._queued = 0  # items waiting, not yet in a scoring call
-        self._starts = 0  # lifespans that started it and have not stopped it
-        self._worker: threading.Thread | None = None
-        self._stopping = False
         self._busy = False  # the batch before held more than one request
 
     @property
@@ -103,26 +102,8 @@ class MicroBatcher(Generic[Item, Row]):
         """Listings waiting to be scored (not counting those being scored now)."""
         return self._queued
 
-    def start(self) -> None:
-        """Start the worker thread, unless a lifespan already did."""
-        with self._lock:
-            self._starts += 1
-            if self._worker is None:
-                self._stopping = False
-                # One thread: scoring calls never overlap (the model's own ops use the cores).
-                self._worker = threading.Thread(target=self._run, name="micro-batcher", daemon=True)
-                self._worker.start()
-
-    async def stop(self) -> None:
-        """Stop the worker once the last lifespan stops; requests still waiting then fail."""
-        with self._lock:
-            self._starts -= 1
-            if self._starts > 0 or self._worker is None:
-                return
-            self._stopping = True
-            self._lock.notify_all()
-            worker, self._worker = self._worker, None
-        await asyncio.to_thread(worker.join)
+    def _stopped(self) -> None:
+        """Requests still waiting when the worker ended fail: the API is shutting down."""
         with self._lock:
             left, self._queued = list(self._waiting), 0
             self._waiting.clear()

@@ -13,31 +13,28 @@ stops it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
+
+from src.serving.worker import LifespanWorker
 
 logger = logging.getLogger(__name__)
 
 Call = TypeVar("Call")
 
 
-class CallRecorder(Generic[Call]):
+class CallRecorder(LifespanWorker, Generic[Call]):
     """Hands the calls given to `add` to `write`, in order, in batches of at most `max_batch`."""
 
     def __init__(
         self, write: Callable[[list[Call]], None], max_batch: int = 500, max_pending: int = 10_000
     ) -> None:
+        super().__init__("call-recorder")
         self._write = write
         self.max_batch = max_batch
         self.max_pending = max_pending
-        self._lock = threading.Condition()
         self._pending: list[Call] = []
-        self._starts = 0
-        self._worker: threading.Thread | None = None
-        self._stopping = False
         self._added = 0  # calls ever added
         self._done = 0  # calls ever handed to `write` and returned from it
 
@@ -56,26 +53,6 @@ class CallRecorder(Generic[Call]):
             self._added += 1
             self._lock.notify_all()
         return True
-
-    def start(self) -> None:
-        """Start the writer thread, unless a lifespan already did."""
-        with self._lock:
-            self._starts += 1
-            if self._worker is None:
-                self._stopping = False
-                self._worker = threading.Thread(target=self._run, name="call-recorder", daemon=True)
-                self._worker.start()
-
-    async def stop(self) -> None:
-        """Once the last lifespan stops: write every call still waiting, then end the thread."""
-        with self._lock:
-            self._starts -= 1
-            if self._starts > 0 or self._worker is None:
-                return
-            self._stopping = True
-            self._lock.notify_all()
-            worker, self._worker = self._worker, None
-        await asyncio.to_thread(worker.join)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every call added so far is written (or its batch failed); False on
