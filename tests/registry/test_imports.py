@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.imports import loaded_by
+
 SCORING = ("tensorflow", "keras", "jax", "torch", "sklearn", "matplotlib", "sqlalchemy", "optuna")
 CHECKED = [*SCORING, "mlflow"]
 # Runs the command line, then says at exit (after typer's SystemExit too) which of CHECKED it
@@ -28,16 +30,7 @@ RUN_AND_LIST = (
 
 def test_the_lifecycle_modules_load_mlflow_but_no_scoring_stack() -> None:
     modules = ["src.cli.main", "src.registry.lifecycle", "src.registry.card"]
-    script = (
-        "import importlib, json, sys\n"
-        f"for name in {modules!r}:\n"
-        "    importlib.import_module(name)\n"
-        f"print(json.dumps(sorted(m for m in {CHECKED!r} if m in sys.modules)))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=300
-    )
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == ["mlflow"]
+    assert loaded_by(modules, CHECKED) == {"mlflow"}
 
 
 @pytest.mark.parametrize("command", [["model", "history"], ["model", "changes", "--raw", "raw"]])
