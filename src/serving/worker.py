@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from abc import ABC, abstractmethod
 
 
-class LifespanWorker:
+class LifespanWorker(ABC):
     """One daemon thread running `_run`, counted in and out by `start` and `stop`.
 
     Subclasses share `_lock` (a condition) with their thread: `_run` returns once `_stopping`
@@ -48,8 +49,9 @@ class LifespanWorker:
         await asyncio.to_thread(worker.join)
         self._stopped()
 
+    @abstractmethod
     def _run(self) -> None:
-        raise NotImplementedError
+        """The thread's body: it returns once `_stopping` is set."""
 
-    def _stopped(self) -> None:
+    def _stopped(self) -> None:  # noqa: B027 (an optional hook, not an abstract step)
         """What is left to do once the thread has ended (nothing unless a subclass says)."""
